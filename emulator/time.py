@@ -1,0 +1,85 @@
+"""Emulated time: a nanosecond clock and a heap of timed callbacks.
+
+The CPU advances time by executed cycles at the current HCLK; peripherals
+schedule callbacks in nanoseconds.  Everything is integer arithmetic with a
+carried remainder, so a run is bit-for-bit deterministic.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass(order=True)
+class TimerEntry:
+    due_ns: int
+    seq: int
+    callback: Callable[[], None] = field(compare=False)
+    name: str = field(default="", compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+
+class Scheduler:
+    def __init__(self) -> None:
+        self.now_ns = 0
+        self._remainder = 0  # cycles*1e9 not yet turned into whole nanoseconds
+        self._heap: list[TimerEntry] = []
+        self._seq = itertools.count()
+        self.cycles = 0  # CPU cycles executed since power-on
+
+    # -- scheduling ------------------------------------------------------------
+    def schedule(self, delay_ns: int, callback: Callable[[], None], name: str = "") -> TimerEntry:
+        entry = TimerEntry(self.now_ns + max(0, int(delay_ns)), next(self._seq), callback, name)
+        heapq.heappush(self._heap, entry)
+        return entry
+
+    def cancel(self, entry: TimerEntry) -> None:
+        entry.cancelled = True
+
+    def next_due(self) -> int | None:
+        while self._heap and self._heap[0].cancelled:
+            heapq.heappop(self._heap)
+        return self._heap[0].due_ns if self._heap else None
+
+    def run_due(self) -> int:
+        """Run every callback due at or before now; return how many ran."""
+        ran = 0
+        while True:
+            due = self.next_due()
+            if due is None or due > self.now_ns:
+                return ran
+            entry = heapq.heappop(self._heap)
+            entry.callback()
+            ran += 1
+
+    # -- advancing -------------------------------------------------------------
+    def advance_cycles(self, cycles: int, hz: int) -> None:
+        """The CPU ran ``cycles`` at ``hz``."""
+        self.cycles += cycles
+        total = cycles * NS_PER_S + self._remainder
+        self.now_ns += total // hz
+        self._remainder = total % hz
+
+    def advance_to(self, ns: int, hz: int) -> None:
+        """Skip to ``ns`` (WFI, stalls); the CPU clock keeps counting cycles meanwhile."""
+        if ns <= self.now_ns:
+            return
+        delta = ns - self.now_ns
+        self.cycles += delta * hz // NS_PER_S
+        self.now_ns = ns
+        self._remainder = 0
+
+    def cycles_until(self, ns: int, hz: int) -> int:
+        """Whole CPU cycles needed to reach ``ns`` (at least 1)."""
+        if ns <= self.now_ns:
+            return 1
+        need = (ns - self.now_ns) * hz - self._remainder
+        return max(1, -(-need // NS_PER_S))
+
+    def clear(self) -> None:
+        self._heap.clear()
