@@ -153,6 +153,11 @@ class Peripheral:
         """Return every register to its RM0008 reset value.  Subclasses extend this."""
         self.values = {r.name: r.reset for r in self.REGISTERS}
 
+    def power_on_reset(self) -> None:
+        """Power-on reset.  Differs from :meth:`reset` (system reset) only for
+        state in the backup domain or otherwise kept across a system reset."""
+        self.reset()
+
     def __getitem__(self, name: str) -> int:
         return self.values[name]
 
