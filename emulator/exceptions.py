@@ -1,0 +1,287 @@
+"""Cortex-M3 exception entry, return and fault escalation on a Unicorn core.
+
+Unicorn executes instructions but has no NVIC: it never vectors an
+interrupt or a fault and does not perform exception return.  This module
+does both, following the ARMv7-M ARM pseudocode (B1.5.6 ExceptionTaken /
+PushStack, B1.5.8 ExceptionReturn / PopStack, B1.5.9 escalation, B1.5.15
+lockup).  Handlers are always fetched through the live VTOR.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from unicorn import Uc, UcError
+from unicorn import arm_const as A
+
+from firmware_models.nvic import (
+    BUSFAULT,
+    CONFIGURABLE_FAULTS,
+    HARDFAULT,
+    MEMMANAGE,
+    NMI,
+    SVCALL,
+    USAGEFAULT,
+    ExceptionController,
+    exception_name,
+)
+from firmware_models.scb import SCB
+
+EXC_RETURN_HANDLER_MSP = 0xFFFFFFF1
+EXC_RETURN_THREAD_MSP = 0xFFFFFFF9
+EXC_RETURN_THREAD_PSP = 0xFFFFFFFD
+LOCKUP_ADDRESS = 0xFFFFFFFE
+
+_FAULT_OF_CFSR = {
+    "IACCVIOL": MEMMANAGE, "DACCVIOL": MEMMANAGE, "MSTKERR": MEMMANAGE, "MUNSTKERR": MEMMANAGE,
+    "IBUSERR": BUSFAULT, "PRECISERR": BUSFAULT, "IMPRECISERR": BUSFAULT, "STKERR": BUSFAULT,
+    "UNSTKERR": BUSFAULT,
+    "UNDEFINSTR": USAGEFAULT, "INVSTATE": USAGEFAULT, "INVPC": USAGEFAULT, "NOCP": USAGEFAULT,
+    "UNALIGNED": USAGEFAULT, "DIVBYZERO": USAGEFAULT,
+}
+
+
+class Lockup(Exception):  # noqa: N818 - the architecture's name for the state
+    """The core entered lockup (a fault while in HardFault or NMI, B1.5.15)."""
+
+    def __init__(self, reason: str, pc: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.pc = pc
+
+
+@dataclass
+class FaultRecord:
+    exception: int  # the exception actually taken (after escalation)
+    cause: str  # CFSR bit name, or HFSR reason
+    pc: int
+    address: int | None
+    time_ns: int
+    escalated: bool
+
+
+class ExceptionEngine:
+    def __init__(self, uc: Uc, controller: ExceptionController, scb: SCB,
+                 writable: Callable[[int, int], bool], now_ns: Callable[[], int],
+                 event: Callable[..., None]) -> None:
+        self.uc = uc
+        self.ctl = controller
+        self.scb = scb
+        self._writable = writable  # is [address, address+size) stackable memory?
+        self._now_ns = now_ns
+        self._event = event
+        self.faults: list[FaultRecord] = []
+        self.taken_counts: dict[int, int] = {}
+        self.first_taken_ns: dict[int, int] = {}
+        self.on_taken: list[Callable[[int, int], None]] = []  # (exception, handler address)
+
+    # -- register access --------------------------------------------------------------
+    def ipsr(self) -> int:
+        return self.uc.reg_read(A.UC_ARM_REG_IPSR) & 0x1FF
+
+    def masks(self) -> tuple[bool, bool, int]:
+        r = self.uc.reg_read
+        return bool(r(A.UC_ARM_REG_PRIMASK) & 1), bool(r(A.UC_ARM_REG_FAULTMASK) & 1), \
+            r(A.UC_ARM_REG_BASEPRI) & 0xFF
+
+    def execution_priority(self) -> int:
+        return self.ctl.execution_priority(*self.masks())
+
+    def deliverable(self) -> int | None:
+        """The pending exception that preempts the current context now, if any."""
+        exc = self.ctl.highest_pending()
+        if exc is not None and self.ctl.can_preempt(exc, *self.masks()):
+            return exc
+        return None
+
+    def pending_but_masked(self) -> bool:
+        """An enabled exception is pending but held off only by PRIMASK/FAULTMASK/BASEPRI."""
+        exc = self.ctl.highest_pending()
+        if exc is None:
+            return False
+        prio = self.ctl.group_priority(self.ctl.raw_priority(exc))
+        return prio < self.ctl.execution_priority(False, False, 0) and not self.ctl.can_preempt(
+            exc, *self.masks())
+
+    def _read32(self, address: int) -> int:
+        return struct.unpack("<I", self.uc.mem_read(address, 4))[0]
+
+    def _set_xpsr(self, value: int) -> None:
+        self.uc.reg_write(A.UC_ARM_REG_XPSR, value)
+        self.uc.reg_write(A.UC_ARM_REG_IPSR, value & 0x1FF)
+        # Writing APSR rebuilds Unicorn's cached hflags, so handler mode is seen by the
+        # translator and EXC_RETURN branches trap (DESIGN.md §5).
+        self.uc.reg_write(A.UC_ARM_REG_APSR_NZCV, value & 0xF0000000)
+
+    # -- entry (B1.5.6) -------------------------------------------------------------------
+    def take(self, exc: int, return_address: int) -> None:
+        """Stack the context and vector to ``exc``; ``return_address`` is the stacked PC."""
+        uc = self.uc
+        in_handler = self.ipsr() != 0
+        control = uc.reg_read(A.UC_ARM_REG_CONTROL)
+        use_psp = not in_handler and bool(control & 2)
+        sp = uc.reg_read(A.UC_ARM_REG_PSP if use_psp else A.UC_ARM_REG_MSP)
+        xpsr = uc.reg_read(A.UC_ARM_REG_XPSR)
+        frame_sp = (sp - 32) & 0xFFFFFFFF
+        if self.scb.ccr("STKALIGN") and frame_sp & 4:
+            frame_sp -= 4
+            xpsr |= 1 << 9  # stacked xPSR bit 9 records the alignment padding
+        else:
+            xpsr &= ~(1 << 9)
+        regs = [uc.reg_read(r) for r in (A.UC_ARM_REG_R0, A.UC_ARM_REG_R1, A.UC_ARM_REG_R2,
+                                          A.UC_ARM_REG_R3, A.UC_ARM_REG_R12, A.UC_ARM_REG_LR)]
+        frame = struct.pack("<8I", *regs, return_address & 0xFFFFFFFE, xpsr & 0xFFFFFFFF)
+        stack_ok = self._writable(frame_sp, 32)
+        if stack_ok:
+            uc.mem_write(frame_sp, frame)
+        if use_psp:
+            uc.reg_write(A.UC_ARM_REG_PSP, frame_sp)
+            uc.reg_write(A.UC_ARM_REG_CONTROL, control & ~2)  # SPSEL=0 in thread: SP is MSP
+        else:
+            uc.reg_write(A.UC_ARM_REG_MSP, frame_sp)
+        if not stack_ok:
+            # Derived fault on stacking (B1.5.6 PushStack): STKERR/MSTKERR.
+            self._stacking_failed(exc, frame_sp, return_address)
+            return
+        exc_return = EXC_RETURN_HANDLER_MSP if in_handler else (
+            EXC_RETURN_THREAD_PSP if use_psp else EXC_RETURN_THREAD_MSP)
+        self._vector(exc, exc_return, return_address)
+
+    def _vector(self, exc: int, exc_return: int, return_address: int) -> None:
+        uc = self.uc
+        vtor = self.ctl.vtor
+        try:
+            handler = self._read32(vtor + 4 * exc)
+        except UcError:
+            # Vector table read failed: HardFault with HFSR.VECTTBL (B1.5.6).
+            if exc in (HARDFAULT, NMI):
+                raise Lockup(f"vector fetch for {exception_name(exc)} from 0x{vtor + 4 * exc:08X} failed",
+                             return_address) from None
+            self.scb.record_hfsr("VECTTBL")
+            self._record(HARDFAULT, "VECTTBL", return_address, vtor + 4 * exc, True)
+            self.ctl.activate(HARDFAULT)
+            self._enter(HARDFAULT, exc_return, self._read32_or_lockup(vtor + 4 * HARDFAULT))
+            return
+        self.ctl.activate(exc)
+        self._enter(exc, exc_return, handler)
+
+    def _read32_or_lockup(self, address: int) -> int:
+        try:
+            return self._read32(address)
+        except UcError:
+            raise Lockup(f"vector fetch from 0x{address:08X} failed", address) from None
+
+    def _enter(self, exc: int, exc_return: int, handler: int) -> None:
+        uc = self.uc
+        uc.reg_write(A.UC_ARM_REG_LR, exc_return)
+        # EPSR.T comes from bit 0 of the vector; without it the first instruction of the
+        # handler takes an INVSTATE UsageFault (B1.5.6).  We record that as the start PC.
+        self._set_xpsr((1 << 24) | exc)
+        uc.reg_write(A.UC_ARM_REG_PC, handler & ~1)
+        self.taken_counts[exc] = self.taken_counts.get(exc, 0) + 1
+        self.first_taken_ns.setdefault(exc, self._now_ns())
+        for hook in self.on_taken:
+            hook(exc, handler)
+        if not handler & 1:
+            self.fault("INVSTATE", handler & ~1)
+
+    def _stacking_failed(self, exc: int, frame_sp: int, return_address: int) -> None:
+        if exc in (HARDFAULT, NMI) or self.execution_priority() < 0:
+            raise Lockup(f"stacking for {exception_name(exc)} at SP=0x{frame_sp:08X} failed (outside SRAM)",
+                         return_address)
+        self.scb.record_cfsr("STKERR")
+        self.scb.record_hfsr("FORCED")
+        self._record(HARDFAULT, "STKERR", return_address, frame_sp, True)
+        # The stack is unusable; the HardFault handler is entered on the same (bad) MSP so
+        # its own first push faults again and locks up, as on the hardware.
+        self.ctl.activate(HARDFAULT)
+        self._enter(HARDFAULT, EXC_RETURN_THREAD_MSP, self._read32_or_lockup(self.ctl.vtor + 4 * HARDFAULT))
+
+    # -- faults (B1.5.9 escalation) ---------------------------------------------------------
+    def fault(self, cause: str, pc: int, address: int | None = None, *, imprecise_return: int | None = None,
+              ) -> None:
+        """Raise a synchronous fault for the instruction at ``pc``.
+
+        ``cause`` is a CFSR bit name.  The fault is taken at once: configurable
+        faults escalate to HardFault when disabled or unable to preempt; a fault
+        at priority -1 or below is lockup.
+        """
+        target = _FAULT_OF_CFSR[cause]
+        return_address = pc if imprecise_return is None else imprecise_return
+        self.scb.record_cfsr(cause)
+        if address is not None and cause in ("PRECISERR",):
+            self.scb.set_bfar(address)
+        if address is not None and cause in ("DACCVIOL",):
+            self.scb.set_mmfar(address)
+        escalated = False
+        exec_prio = self.execution_priority()
+        if not self.ctl.enabled[target] or self.ctl.group_priority(self.ctl.raw_priority(target)) >= exec_prio:
+            escalated = True
+            target = HARDFAULT
+            if exec_prio <= -1:
+                self._record(HARDFAULT, cause, pc, address, True)
+                raise Lockup(f"{cause} fault while at priority {exec_prio} (in HardFault/NMI or FAULTMASK)", pc)
+            self.scb.record_hfsr("FORCED")
+        self._record(target, cause, pc, address, escalated)
+        self.take(target, return_address)
+
+    def svc(self, return_address: int) -> None:
+        """SVC: take SVCall, or escalate to HardFault if it cannot preempt (B1.5.9)."""
+        prio = self.ctl.group_priority(self.ctl.raw_priority(SVCALL))
+        exec_prio = self.execution_priority()
+        if prio < exec_prio:
+            self.take(SVCALL, return_address)
+            return
+        if exec_prio <= -1:
+            raise Lockup("SVC executed at priority -1 or higher", return_address - 2)
+        self.scb.record_hfsr("FORCED")
+        self._record(HARDFAULT, "SVC escalated", return_address - 2, None, True)
+        self.take(HARDFAULT, return_address)
+
+    def _record(self, exc: int, cause: str, pc: int, address: int | None, escalated: bool) -> None:
+        self.faults.append(FaultRecord(exc, cause, pc, address, self._now_ns(), escalated))
+        self._event("fault", exception=exception_name(exc), cause=cause, fault_pc=pc,
+                    address=address, escalated=escalated)
+
+    # -- return (B1.5.8) ---------------------------------------------------------------------
+    def exception_return(self, exc_return: int) -> None:
+        uc = self.uc
+        returning = self.ipsr()
+        if exc_return not in (EXC_RETURN_HANDLER_MSP, EXC_RETURN_THREAD_MSP, EXC_RETURN_THREAD_PSP) \
+                or returning == 0 or not self.ctl.active[returning]:
+            # Illegal EXC_RETURN: INVPC UsageFault (B1.5.8).
+            self.fault("INVPC", uc.reg_read(A.UC_ARM_REG_LR) & ~1)
+            return
+        self.ctl.deactivate(returning)
+        to_psp = exc_return == EXC_RETURN_THREAD_PSP
+        sp = uc.reg_read(A.UC_ARM_REG_PSP if to_psp else A.UC_ARM_REG_MSP)
+        if not self._writable(sp, 32):
+            self.ctl.active[returning] = True
+            self.fault("UNSTKERR", 0xFFFFFFFF & exc_return)
+            return
+        r0, r1, r2, r3, r12, lr, pc, xpsr = struct.unpack("<8I", self.uc.mem_read(sp, 32))
+        new_sp = sp + 32 + (4 if xpsr & (1 << 9) and self.scb.ccr("STKALIGN") else 0)
+        for reg, value in ((A.UC_ARM_REG_R0, r0), (A.UC_ARM_REG_R1, r1), (A.UC_ARM_REG_R2, r2),
+                           (A.UC_ARM_REG_R3, r3), (A.UC_ARM_REG_R12, r12), (A.UC_ARM_REG_LR, lr)):
+            uc.reg_write(reg, value)
+        ipsr = 0 if exc_return != EXC_RETURN_HANDLER_MSP else (xpsr & 0x1FF)
+        # Leave handler mode first (SP is then MSP), then select the thread stack.
+        self._set_xpsr((xpsr & ~0x1FF & ~(1 << 9)) | ipsr)
+        if to_psp:
+            uc.reg_write(A.UC_ARM_REG_PSP, new_sp)
+            uc.reg_write(A.UC_ARM_REG_CONTROL, uc.reg_read(A.UC_ARM_REG_CONTROL) | 2)
+        else:
+            uc.reg_write(A.UC_ARM_REG_MSP, new_sp)
+            if exc_return == EXC_RETURN_THREAD_MSP:
+                uc.reg_write(A.UC_ARM_REG_CONTROL, uc.reg_read(A.UC_ARM_REG_CONTROL) & ~2)
+        uc.reg_write(A.UC_ARM_REG_PC, pc & ~1)
+        # Tail-chaining (B1.5.12): a pending exception that can preempt the context we
+        # return to is taken straight away; the stacked frame is the same one.
+        nxt = self.deliverable()
+        if nxt is not None:
+            self.take(nxt, pc)
+
+    def reset_state(self) -> None:
+        self.ctl.reset()
