@@ -39,6 +39,12 @@ ERASED = 0xFF  # erased NOR flash reads as all ones (RM0008 §3.3.3)
 _MACHINE_NAMES = {"EM_AARCH64": "AArch64", "EM_X86_64": "x86-64", "EM_386": "x86", "EM_RISCV": "RISC-V"}
 
 
+# The largest STM32F10x flash (XL density, 1 MiB) and SRAM (96 KiB): the
+# regions an image's vector table and variables can use whatever the part.
+_MAX_F1_FLASH = 1024 * 1024
+_MAX_F1_SRAM = 96 * 1024
+
+
 class ImageError(Exception):
     """A firmware file cannot be used; the message is one line and names the file."""
 
@@ -59,6 +65,9 @@ class Image:
     symbols: SymbolTable | None = None
     entry: int | None = None
     label: str = ""  # origin tag for merged symbol tables: "bootloader", "app"...
+    # Run-time (VMA) address ranges of an ELF's PT_LOAD segments, .bss included:
+    # the memory the program expects to own once started.  Empty for HEX/BIN.
+    run_ranges: list[tuple[int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -107,11 +116,6 @@ class Image:
     def describe(self) -> str:
         ranges = ", ".join(f"0x{a:08X}-0x{a + len(d) - 1:08X}" for a, d in self.segments)
         return f"{self.path} ({self.kind}, {self.size} bytes at {ranges})"
-
-
-# The largest STM32F10x flash (XL density, 1 MiB): the region in which an
-# image's vector table can live whatever the chosen part.
-_MAX_F1_FLASH = 1024 * 1024
 
 
 # -- app specs --------------------------------------------------------------------------
@@ -216,11 +220,16 @@ def _load_elf(p: Path, raw: bytes, label: str) -> Image:
         segments = _merge_segments(p, pieces)
         symbols = SymbolTable.from_elffile(elf)
         entry = elf["e_entry"]
+        run_ranges = sorted(
+            (seg["p_vaddr"], seg["p_vaddr"] + seg["p_memsz"])
+            for seg in elf.iter_segments()
+            if seg["p_type"] == "PT_LOAD" and seg["p_memsz"] > 0
+        )
     except ImageError:
         raise
     except (ELFError, ConstructError, struct.error, ValueError, KeyError, IndexError, EOFError) as exc:
         raise ImageError(f"{p}: corrupt or truncated ELF: {_one_line(exc)}") from None
-    return Image(p, "elf", segments, symbols, entry, label)
+    return Image(p, "elf", segments, symbols, entry, label, run_ranges)
 
 
 def _elf_load_pieces(p: Path, elf: ELFFile, file_size: int) -> list[tuple[int, bytes]]:
@@ -315,6 +324,8 @@ class FlashLayout:
     chip: Chip
     images: tuple[Image, ...]
     placements: tuple[Placement, ...] = field(default=())  # every segment, sorted by address
+    # Problems that do not stop loading but will show at run time, one line each.
+    warnings: tuple[str, ...] = ()
 
     @cached_property
     def data(self) -> bytes:
@@ -388,7 +399,25 @@ def place_images(images: Sequence[Image], chip: Chip) -> FlashLayout:
                 f"{before.image.path} and {after.image.path} overlap at "
                 f"0x{after.start:08X}-0x{min(before.end, after.end) - 1:08X}"
             )
-    return FlashLayout(chip, tuple(images), tuple(placements))
+    return FlashLayout(chip, tuple(images), tuple(placements), tuple(_ram_warnings(images, chip)))
+
+
+def _ram_warnings(images: Sequence[Image], chip: Chip) -> list[str]:
+    """Images whose variables (.data + .bss) need more SRAM than ``chip`` has.
+
+    Such firmware links and flashes fine when built for a larger part; it then
+    faults on the first access past the end of SRAM (DESIGN §4.6: a 32 KiB
+    DFU buffer fits a 48 KiB STM32F103RC, not a 20 KiB STM32F103C8).
+    """
+    warnings = []
+    for image in images:
+        for start, end in image.run_ranges:
+            if chip.sram_base <= start < chip.sram_base + _MAX_F1_SRAM and end > chip.sram_end:
+                warnings.append(
+                    f"{image.path}: RAM 0x{start:08X}-0x{end - 1:08X} ends past {chip.name} SRAM "
+                    f"0x{chip.sram_base:08X}-0x{chip.sram_end - 1:08X} ({chip.sram_size // 1024} KiB)"
+                )
+    return warnings
 
 
 def _first_duplicate(items: Sequence[str]) -> str:

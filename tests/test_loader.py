@@ -515,6 +515,30 @@ def test_layout_symbols_are_tagged_with_each_images_label() -> None:
     assert symbols.lookup(app.symbols.address_of("SysTick_Handler")) == "app:SysTick_Handler"
 
 
+def test_elf_run_ranges_include_bss_at_run_addresses() -> None:
+    # .isr_vector+.text in flash; .data (4 bytes) + .bss (4 bytes) in SRAM.
+    assert load_image(APP_ELF).run_ranges == [(0x0800_8000, 0x0800_80EC), (0x2000_0000, 0x2000_0008)]
+
+
+def test_variables_larger_than_the_chips_sram_give_a_warning(tmp_path: Path) -> None:
+    # A 32 KiB buffer in .bss, as the seed bootloader's USBD_DFU_XFER_SIZE makes.
+    elf = minimal_elf(
+        segments=((0x0800_0000, 0x0800_0000, b"T" * 8, 8), (0x2000_0000, 0x2000_0000, b"", 0x8800))
+    )
+    image = load_image(write(tmp_path, "bigbuf.elf", elf))
+    assert place_images([image], STM32F103C8).warnings == (
+        f"{image.path}: RAM 0x20000000-0x200087FF ends past STM32F103C8 SRAM 0x20000000-0x20004FFF (20 KiB)",
+    )
+
+
+def test_variables_that_fit_the_chips_sram_give_no_warning(tmp_path: Path) -> None:
+    elf = minimal_elf(
+        segments=((0x0800_0000, 0x0800_0000, b"T" * 8, 8), (0x2000_0000, 0x2000_0000, b"", 0x8800))
+    )
+    image = load_image(write(tmp_path, "bigbuf.elf", elf))
+    assert place_images([image], STM32F103RC).warnings == ()
+
+
 def test_layout_of_images_without_symbols_has_no_symbol_table() -> None:
     assert place_images([load_image(APP_BIN)], STM32F103RC).symbols is None
 
