@@ -566,3 +566,52 @@ def test_freshly_linked_elf_loads_exactly_as_objcopy_lays_it_out(tmp_path: Path,
     assert (
         place_images([image], STM32F103RC).data[origin - 0x0800_0000 :][: image.size] == binary.read_bytes()
     )
+
+
+# -- the project's fixture firmware (fixtures/images, built by fixtures/Makefile) ---------
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "images"
+FIXTURE_NAMES = [
+    "hello_base",
+    "hello_app",
+    "app_small",
+    "app_big",
+    "bad_base",
+    "bad_vtor",
+    "bad_msp",
+    "bad_thumb",
+]
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_fixture_elf_hex_and_bin_load_to_the_same_bytes(name: str) -> None:
+    elf = load_image(FIXTURES / f"{name}.elf")
+    assert load_image(FIXTURES / f"{name}.hex").segments == elf.segments
+    assert load_image(FIXTURES / f"{name}.bin", elf.start).segments == elf.segments
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_fixture_entry_point_is_its_reset_handler(name: str) -> None:
+    elf = load_image(FIXTURES / f"{name}.elf")
+    assert elf.symbols is not None
+    assert elf.symbols.address_of("Reset_Handler") == elf.entry & ~1
+
+
+def test_fixture_base_image_and_application_share_the_rc_flash() -> None:
+    base = load_image(FIXTURES / "hello_base.elf", label="base")
+    app = load_image(FIXTURES / "hello_app.bin", APP_BASE, label="app")
+    flash = place_images([base, app], STM32F103RC).data
+    assert flash[0x8000 : 0x8000 + app.size] == (FIXTURES / "hello_app.bin").read_bytes()
+    assert flash[: base.size] == (FIXTURES / "hello_base.bin").read_bytes()
+
+
+def test_fixture_application_linked_at_flash_start_overlaps_an_image_there() -> None:
+    base = load_image(FIXTURES / "hello_base.elf")
+    wrong = load_image(FIXTURES / "bad_base.elf")
+    with pytest.raises(ImageError, match=r"hello_base\.elf and .*bad_base\.elf overlap at 0x08000000-"):
+        place_images([base, wrong], STM32F103RC)
+
+
+def test_fixture_big_application_does_not_fit_behind_a_bootloader_on_a_c8() -> None:
+    big = load_image(FIXTURES / "app_big.elf")
+    with pytest.raises(ImageError, match=r"app_big\.elf: data at 0x08008000-.* outside STM32F103C8 flash"):
+        place_images([big], STM32F103C8)

@@ -278,3 +278,19 @@ def test_unsized_functions_reach_exactly_to_the_next_symbol(
                 same = [t for t in symbols if t.size == 0 and t.address == s.address]
                 expected = min(same, key=lambda t: t.name).describe(probe)
     assert SymbolTable(symbols).lookup(probe) == expected
+
+
+# -- the project's fixture firmware ---------------------------------------------------------
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "images"
+
+
+def test_fixture_images_name_their_own_reset_handlers_apart() -> None:
+    base = SymbolTable.from_elf(FIXTURES / "hello_base.elf", origin="base")
+    app = SymbolTable.from_elf(FIXTURES / "hello_app.elf", origin="app")
+    merged = SymbolTable.merge([base, app])
+    base_reset = merged.address_of("base:Reset_Handler")
+    app_reset = merged.address_of("app:Reset_Handler")
+    assert base_reset is not None and app_reset is not None
+    assert merged.lookup(base_reset + 2) == "base:Reset_Handler+0x2"
+    assert merged.lookup(app_reset) == "app:Reset_Handler"
+    assert app_reset - base_reset == 0x8000
