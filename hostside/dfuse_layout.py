@@ -136,7 +136,7 @@ class MemoryLayout:
             a = page.end
         return pages
 
-    def _run_end(self, address: int) -> int:
+    def run_end(self, address: int) -> int:
         """End of the contiguous run of segments starting at the one holding ``address``."""
         segs = sorted(self.segments, key=lambda s: s.start)
         end = None
@@ -165,7 +165,7 @@ class MemoryLayout:
             raise RegionError(
                 "outside", f"address 0x{address:08X} is outside every segment of '{self.name}'", address)
         end = address + length
-        run_end = self._run_end(address)
+        run_end = self.run_end(address)
         if end > run_end:
             raise RegionError(
                 "too-large",

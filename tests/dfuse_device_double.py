@@ -110,6 +110,7 @@ class DfuseDeviceDouble:
     error_status: DfuStatus = DfuStatus.errADDRESS
     corrupt_reads: dict[int, int] = field(default_factory=dict)  # address -> xor mask on upload
     vanish_on_manifest: bool = True
+    answer_manifest: bool = True  # False: reset on the zero-length DNLOAD, before any GETSTATUS answer
 
     def __post_init__(self) -> None:
         self.flash = bytearray(b"\xff" * self.flash_size)
@@ -224,6 +225,9 @@ class DfuseDeviceDouble:
             raise TransportStall(f"DNLOAD in {self.state.name}")
         if not data:
             self.state = DfuState.dfuMANIFEST_SYNC
+            if not self.answer_manifest:
+                self.gone = True
+                self.resets += 1
             return 0
         if self.state == DfuState.dfuIDLE:
             self._plain_offset = 0

@@ -1,0 +1,511 @@
+"""``python -m hostside``: a dfu-util-like command line over any ``Transport``.
+
+Options follow dfu-util's habits (``-l``, ``-d``, ``-a``, ``-s ADDR:leave``, ``-D``,
+``-U``, ``-t``, ``-Z``, ``-R``, ``-e``).  Progress goes to stderr as a rich
+progress bar, the summary to stdout, and every failure is one line on stderr
+with a non-zero exit status (sysexits.h values, as dfu-util uses them):
+
+====  =================  ==========================================================
+code  name               when
+====  =================  ==========================================================
+ 0    EX_OK              success (a device that resets after ``:leave`` is success)
+ 64   EX_USAGE           bad option, ``-s`` unparsable, address outside every segment,
+                         in a read-only segment, image larger than the target,
+                         ``:mass-erase``/``:unprotect`` without ``:force``
+ 65   EX_DATAERR         firmware file is damaged (bad magic, CRC, truncated, overlap)
+ 66   EX_NOINPUT         firmware file cannot be read
+ 69   EX_UNAVAILABLE     no USB backend (libusb), emulation not installed
+ 70   EX_SOFTWARE        a bug in this program (reported in one line, no traceback)
+ 73   EX_CANTCREAT       upload file cannot be written
+ 74   EX_IOERR           no device / several devices, DFU status error (errADDRESS ...),
+                         stall, timeout, device vanished mid-operation, unparsable
+                         memory layout, verify mismatch
+ 76   EX_PROTOCOL        device in an unexpected DFU state
+====  =================  ==========================================================
+
+Tests and the emulator inject devices through ``main(argv, transports=...)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from hostside.dfu import (
+    BusyTiming,
+    DfuClient,
+    DfuDeviceGone,
+    DfuError,
+    DfuException,
+    DfuStall,
+    DfuStateError,
+    DfuTimeout,
+    DfuTransportError,
+    DfuUnsupported,
+    DfuVerifyError,
+    ProgressEvent,
+    state_name,
+)
+from hostside.dfuse_layout import LayoutError, MemoryLayout, RegionError, parse_layout
+from hostside.files import FileFormatError, FirmwareImage, LoadedFile, load_file, save_upload
+from hostside.transport import (
+    DFU_PROTOCOL_RUNTIME,
+    NoUsbBackend,
+    PyUsbTransport,
+    Transport,
+    UsbFilter,
+    find_pyusb_transports,
+)
+
+EX_OK = 0
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOINPUT = 66
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_CANTCREAT = 73
+EX_IOERR = 74
+EX_PROTOCOL = 76
+
+EMULATION_MISSING = "emulation is not available in this installation"
+
+
+class CliError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- option parsing ---------------------------------------------------------------------------------
+def parse_number(text: str) -> int:
+    """C ``strtoul(s, &end, 0)`` rules: 0x hex, leading 0 octal, else decimal."""
+    t = text.strip()
+    if t.lower().startswith("0x"):
+        return int(t[2:], 16)
+    if len(t) > 1 and t.startswith("0"):
+        return int(t[1:], 8)
+    return int(t, 10)
+
+
+@dataclass
+class DfuseOptions:
+    """``-s ADDR[:leave][:mass-erase][:force][:unprotect][:will-reset][:LEN]``, dfu-util's syntax."""
+
+    address: int | None = None
+    length: int | None = None
+    leave: bool = False
+    mass_erase: bool = False
+    force: bool = False
+    unprotect: bool = False
+    will_reset: bool = False
+
+
+def parse_dfuse_options(text: str) -> DfuseOptions:
+    opts = DfuseOptions()
+    words = text.split(":")
+    head, rest = words[0], words[1:]
+    if head:
+        try:
+            opts.address = parse_number(head)
+        except ValueError:
+            raise CliError(EX_USAGE, f"invalid dfuse address: {head}") from None
+    for word in rest:
+        if word == "":
+            continue
+        if word == "leave":
+            opts.leave = True
+        elif word == "mass-erase":
+            opts.mass_erase = True
+        elif word == "force":
+            opts.force = True
+        elif word == "unprotect":
+            opts.unprotect = True
+        elif word == "will-reset":
+            opts.will_reset = True
+        else:
+            try:
+                opts.length = parse_number(word)
+            except ValueError:
+                raise CliError(EX_USAGE, f"invalid dfuse modifier: {word}") from None
+    return opts
+
+
+def parse_device_ids(text: str) -> UsbFilter:
+    """``-d VID:PID[,VID:PID]`` in hex; an empty or ``*`` part matches anything."""
+    ids: list[tuple[int | None, int | None]] = []
+    for part in text.split(","):
+        vid_s, sep, pid_s = part.partition(":")
+        try:
+            vid = None if vid_s in ("", "*") else int(vid_s, 16)
+            pid = None if pid_s in ("", "*") or not sep else int(pid_s, 16)
+        except ValueError:
+            raise CliError(EX_USAGE, f"invalid vendor:product id: {part}") from None
+        ids.append((vid, pid))
+    return UsbFilter(ids)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise CliError(EX_USAGE, message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m hostside", allow_abbrev=False,
+                description="DFU 1.1 / DfuSe client in the manner of dfu-util.")
+    p.add_argument("-l", "--list", action="store_true", help="list DFU capable devices")
+    p.add_argument("-d", "--device", metavar="VID:PID[,VID:PID]", help="vendor/product ids (hex)")
+    p.add_argument("-S", "--serial", help="serial number of the device")
+    p.add_argument("-a", "--alt", help="alternate setting: number or name")
+    p.add_argument("-s", "--dfuse-address", metavar="ADDR[:MODS]",
+                   help="DfuSe address and modifiers (leave, mass-erase, force, unprotect, LEN)")
+    p.add_argument("-D", "--download", metavar="FILE", help="write FILE to the device")
+    p.add_argument("-U", "--upload", metavar="FILE", help="read the device into FILE")
+    p.add_argument("-Z", "--upload-size", metavar="SIZE", help="bytes to upload")
+    p.add_argument("-t", "--transfer-size", metavar="SIZE", help="bytes per control transfer")
+    p.add_argument("-R", "--reset", action="store_true", help="USB reset when finished")
+    p.add_argument("-e", "--detach", action="store_true", help="send DFU_DETACH")
+    p.add_argument("-v", "--verbose", action="store_true", help="one line per erase on stderr")
+    p.add_argument("--verify", action="store_true", help="read back and compare after download")
+    p.add_argument("--erase-order", choices=["all-first", "interleaved"], default="all-first",
+                   help="all-first: dfu-util 0.9+; interleaved: older dfu-util / pydfu")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--emulate", metavar="BOOT_IMAGE",
+                   help="run BOOT_IMAGE in the emulator and talk to its USB device; further unknown "
+                        "options (--chip, --boot1, ...) are passed to the emulator")
+    return p
+
+
+# -- progress ---------------------------------------------------------------------------------------
+class ProgressView:
+    """Turns client ProgressEvents into a rich progress bar on stderr (or nothing)."""
+
+    def __init__(self, stream: TextIO, enabled: bool, verbose: bool) -> None:
+        self.stream = stream
+        self.verbose = verbose
+        self.erases: list[BusyTiming] = []
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
+                console=Console(file=stream), transient=False,
+            )
+
+    def __enter__(self) -> ProgressView:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def __call__(self, ev: ProgressEvent) -> None:
+        if ev.timing is not None and ev.phase in ("erase", "mass-erase"):
+            self.erases.append(ev.timing)
+            if self.verbose:
+                where = f"0x{ev.address:08X}" if ev.address is not None else "all"
+                print(f"erase {where}: device busy {ev.timing.elapsed_ns / 1e6:.1f} ms "
+                      f"({ev.timing.polls} polls, {ev.timing.poll_wait_ms} ms poll timeouts)", file=self.stream)
+        if self._progress is None:
+            return
+        task = self._tasks.get(ev.phase)
+        total = ev.total or None
+        if task is None:
+            task = self._progress.add_task(ev.phase.capitalize(), total=total)
+            self._tasks[ev.phase] = task
+        desc = ev.phase.capitalize()
+        if ev.timing is not None and ev.address is not None:
+            desc = f"{desc} 0x{ev.address:08X} busy {ev.timing.elapsed_ns / 1e6:.1f} ms"
+        self._progress.update(task, completed=ev.done, total=total, description=desc)
+
+
+# -- device selection ------------------------------------------------------------------------------
+TransportSource = Callable[[], Sequence[Transport]]
+
+
+def _list_lines(transports: Sequence[Transport]) -> list[str]:
+    lines = []
+    for t in transports:
+        info = t.device_info()
+        for a in info.alt_settings:
+            kind = "Runtime" if a.protocol == DFU_PROTOCOL_RUNTIME else "DFU"
+            lines.append(
+                f'Found {kind}: [{info.vid:04x}:{info.pid:04x}] ver={info.bcd_device:04x}, devnum={info.devnum}, '
+                f'cfg={info.configuration}, intf={a.interface}, path="{info.path}", alt={a.alt}, '
+                f'name="{a.name}", serial="{info.serial or "UNKNOWN"}"')
+    return lines
+
+
+def _open_emulated(boot_image: str, options: list[str]) -> tuple[Transport, Callable[[], None]]:
+    try:
+        import importlib
+
+        mod = importlib.import_module("emulator.dfu_target")
+    except ModuleNotFoundError as exc:
+        if exc.name in ("emulator", "emulator.dfu_target"):
+            raise CliError(EX_UNAVAILABLE, EMULATION_MISSING) from None
+        raise
+    open_emulated = getattr(mod, "open_emulated", None)
+    if open_emulated is None:
+        raise CliError(EX_UNAVAILABLE, EMULATION_MISSING)
+    target = open_emulated(boot_image, options)
+    return PyUsbTransport(target.device, wait_ms=target.wait_ms, now_ns=target.now_ns), target.close
+
+
+def _select_alt(text: str | None) -> int | str:
+    if text is None:
+        return 0
+    try:
+        return parse_number(text)
+    except ValueError:
+        return text
+
+
+# -- operations ---------------------------------------------------------------------------------------
+def _layout_for(client: DfuClient) -> MemoryLayout:
+    try:
+        return parse_layout(client.alt_setting.name)
+    except LayoutError as exc:
+        raise CliError(EX_IOERR, f"cannot parse the memory layout of alt {client.alt_setting.alt}: {exc}") from None
+
+
+def _load(path: str, address: int | None) -> LoadedFile:
+    try:
+        return load_file(path, address)
+    except FileNotFoundError as exc:
+        raise CliError(EX_NOINPUT, str(exc)) from None
+    except FileFormatError as exc:
+        raise CliError(EX_DATAERR, f"{path}: {exc}") from None
+
+
+def _check_suffix_ids(loaded: LoadedFile, client: DfuClient) -> None:
+    sfx = loaded.suffix
+    if sfx is None:
+        return
+    info = client.info
+    if (sfx.vid not in (0xFFFF, info.vid)) or (sfx.pid not in (0xFFFF, info.pid)):
+        raise CliError(EX_USAGE, f"file is for {sfx.vid:04x}:{sfx.pid:04x}, "
+                                 f"device is {info.vid:04x}:{info.pid:04x}")
+
+
+def _do_download(args: argparse.Namespace, opts: DfuseOptions, client: DfuClient, out: TextIO) -> None:
+    loaded = _load(args.download, opts.address)
+    _check_suffix_ids(loaded, client)
+    if not client.is_dfuse:
+        payload = loaded.raw if loaded.image is None or loaded.kind in ("bin", "dfu-suffix") else loaded.image.to_bin()
+        if args.verify and not client.functional.manifestation_tolerant:
+            raise CliError(EX_USAGE, "--verify on a plain DFU device needs a manifestation-tolerant device")
+        report = client.download_plain(payload)
+        print(f"Downloaded {report.bytes_written} bytes in {report.chunks} blocks of {client.transfer_size}",
+              file=out)
+        if args.verify:
+            client.ensure_idle()
+            client.verify(FirmwareImage.from_segments([(0, payload)]))
+            print(f"Verified {len(payload)} bytes", file=out)
+        return
+    image = _dfuse_image(loaded, opts, client)
+    layout = _layout_for(client)
+    if not opts.force:
+        try:
+            client.check_layout_fits(layout, image)
+        except RegionError as exc:
+            raise CliError(EX_USAGE, str(exc)) from None
+    if opts.mass_erase:
+        if not opts.force:
+            raise CliError(EX_USAGE, "the mass erase command can only be used with :force")
+        timing = client.mass_erase()
+        client.abort_to_idle()
+        print(f"Mass erase: device busy {timing.elapsed_ns / 1e6:.1f} ms", file=out)
+    report = client.download_dfuse(image, layout, erase_order=args.erase_order, erase=not opts.mass_erase,
+                                   force=opts.force)
+    spans = ", ".join(f"0x{s.address:08X}-0x{s.end - 1:08X}" for s in image.segments)
+    print(f"Downloaded {report.bytes_written} bytes to {spans} in {report.chunks} chunks of "
+          f"{client.transfer_size} bytes (erase order {args.erase_order})", file=out)
+    if report.erases:
+        longest = max(e.elapsed_ns for e in report.erases)
+        print(f"Erased {len(report.erases)} pages: device busy {report.erase_busy_ns / 1e6:.1f} ms in all, "
+              f"longest {longest / 1e6:.1f} ms", file=out)
+    if args.verify:
+        result = client.verify(image)
+        print(f"Verified {result.compared} bytes", file=out)
+    if opts.leave:
+        res = client.leave(image.start)
+        how = "the device reset" if res.vanished else f"last state {state_name(res.last_state or 0)}"
+        print(f"Left DFU mode ({how})", file=out)
+
+
+def _dfuse_image(loaded: LoadedFile, opts: DfuseOptions, client: DfuClient) -> FirmwareImage:
+    if loaded.kind == "dfuse":
+        if opts.address is not None:
+            raise CliError(EX_USAGE, "this is a DfuSe file, not meant for raw download (drop the -s address)")
+        assert loaded.dfuse is not None
+        alt = client.alt_setting.alt
+        elems = [e for t in loaded.dfuse.targets if t.alt == alt for e in t.elements]
+        if not elems:
+            raise CliError(EX_USAGE, f"the DfuSe file has no target for alternate setting {alt}")
+        try:
+            return FirmwareImage.from_segments(elems)
+        except FileFormatError as exc:
+            raise CliError(EX_DATAERR, str(exc)) from None
+    if loaded.kind in ("hex", "elf"):
+        assert loaded.image is not None
+        if opts.address is not None and opts.address != loaded.image.start:
+            raise CliError(EX_USAGE, f"{loaded.kind} file carries its own addresses (starts at "
+                                     f"0x{loaded.image.start:08X}); drop the -s address")
+        return loaded.image
+    if loaded.image is None:
+        raise CliError(EX_USAGE, "a raw binary needs an address: use -s ADDRESS")
+    return loaded.image
+
+
+def _do_upload(args: argparse.Namespace, opts: DfuseOptions, client: DfuClient, out: TextIO) -> None:
+    length = _size(args.upload_size) if args.upload_size else opts.length
+    if client.is_dfuse:
+        if opts.address is None:
+            raise CliError(EX_USAGE, "upload from a DfuSe device needs an address: use -s ADDRESS")
+        layout = _layout_for(client)
+        seg = layout.find_segment(opts.address)
+        if length is None:
+            if seg is None:
+                raise CliError(EX_USAGE, f"address 0x{opts.address:08X} is outside every segment; give a length")
+            length = layout.run_end(opts.address) - opts.address  # dfu-util: up to the end of the segment
+        data = client.upload_dfuse(opts.address, length, layout=None if opts.force else layout)
+        address = opts.address
+    else:
+        data = client.upload_plain(length)
+        address = 0
+    try:
+        kind = save_upload(args.upload, address, data, client.info.vid, client.info.pid,
+                           client.alt_setting.alt, client.alt_setting.name)
+    except OSError as exc:
+        raise CliError(EX_CANTCREAT, f"cannot write {args.upload}: {exc.strerror}") from None
+    print(f"Uploaded {len(data)} bytes from 0x{address:08X} to {args.upload} ({kind})", file=out)
+
+
+def _size(text: str) -> int:
+    try:
+        value = parse_number(text)
+    except ValueError:
+        raise CliError(EX_USAGE, f"invalid size: {text}") from None
+    if value <= 0:
+        raise CliError(EX_USAGE, f"size must be positive: {text}")
+    return value
+
+
+def _run(args: argparse.Namespace, extra: list[str], transports: TransportSource | None,
+         out: TextIO, err: TextIO) -> int:
+    if extra and not args.emulate:
+        raise CliError(EX_USAGE, f"unrecognized arguments: {' '.join(extra)}")
+    opts = parse_dfuse_options(args.dfuse_address) if args.dfuse_address else DfuseOptions()
+    flt = parse_device_ids(args.device) if args.device else UsbFilter()
+    closers: list[Callable[[], None]] = []
+    try:
+        if args.emulate:
+            t, close = _open_emulated(args.emulate, extra)
+            closers.append(close)
+            found: list[Transport] = [t]
+        elif transports is not None:
+            found = list(transports())
+        else:
+            try:
+                found = list(find_pyusb_transports(flt))
+            except NoUsbBackend as exc:
+                raise CliError(EX_UNAVAILABLE, str(exc)) from None
+        found = [t for t in found if flt.matches(t.device_info().vid, t.device_info().pid)]
+        if args.serial:
+            found = [t for t in found if t.device_info().serial == args.serial]
+        if args.list:
+            for line in _list_lines(found):
+                print(line, file=out)
+            return EX_OK
+        if not (args.download or args.upload or args.detach or opts.mass_erase or opts.unprotect):
+            raise CliError(EX_USAGE, "nothing to do: give -l, -D FILE, -U FILE, -e or -s ...:mass-erase")
+        if not found:
+            raise CliError(EX_IOERR, "No DFU capable USB device available")
+        if len(found) > 1:
+            raise CliError(EX_IOERR, "more than one DFU capable USB device found: use -d, -S or --list")
+        transport = found[0]
+        view = ProgressView(err, enabled=not args.no_progress, verbose=args.verbose)
+        transfer = _size(args.transfer_size) if args.transfer_size else None
+        try:
+            client = DfuClient(transport, _select_alt(args.alt), transfer_size=transfer, progress=view)
+        except DfuUnsupported as exc:
+            raise CliError(EX_USAGE, str(exc)) from None
+        if args.detach:
+            client.detach()
+            if not client.functional.will_detach:
+                transport.reset()
+            print("Sent DFU_DETACH", file=out)
+            if not (args.download or args.upload):
+                return EX_OK
+        with view:
+            client.start()
+            if opts.unprotect:
+                if not opts.force:
+                    raise CliError(EX_USAGE, "the read unprotect command erases the flash: use :unprotect:force")
+                client.read_unprotect(confirm=True)
+                print("Device disconnects, erases flash and resets now", file=out)
+                return EX_OK
+            if args.upload:
+                _do_upload(args, opts, client, out)
+            if args.download:
+                _do_download(args, opts, client, out)
+            elif opts.mass_erase:
+                if not opts.force:
+                    raise CliError(EX_USAGE, "the mass erase command can only be used with :force")
+                timing = client.mass_erase()
+                client.abort_to_idle()
+                print(f"Mass erase: device busy {timing.elapsed_ns / 1e6:.1f} ms", file=out)
+        if args.reset and not opts.leave:
+            transport.reset()
+            print("Reset the device", file=out)
+        return EX_OK
+    finally:
+        for close in closers:
+            close()
+
+
+def _error_line(exc: BaseException) -> tuple[int, str]:
+    if isinstance(exc, CliError):
+        return exc.code, str(exc)
+    if isinstance(exc, RegionError):
+        return EX_USAGE, str(exc)
+    if isinstance(exc, LayoutError):
+        return EX_IOERR, f"cannot parse memory layout: {exc}"
+    if isinstance(exc, FileFormatError):
+        return EX_DATAERR, str(exc)
+    if isinstance(exc, DfuStateError):
+        return EX_PROTOCOL, str(exc)
+    if isinstance(exc, DfuError | DfuStall | DfuTimeout | DfuDeviceGone | DfuTransportError | DfuVerifyError):
+        return EX_IOERR, str(exc)
+    if isinstance(exc, DfuUnsupported):
+        return EX_USAGE, str(exc)
+    if isinstance(exc, DfuException):
+        return EX_IOERR, str(exc)
+    return EX_SOFTWARE, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def main(argv: Sequence[str] | None = None, *, transports: TransportSource | None = None,
+         stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Run the CLI; returns the exit status.  ``transports`` replaces USB enumeration (tests)."""
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    try:
+        args, extra = build_parser().parse_known_args(list(argv) if argv is not None else None)
+        return _run(args, extra, transports, out, err)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=err)
+        return 130
+    except SystemExit as exc:  # argparse --help
+        return int(exc.code or 0) if isinstance(exc.code, int) else EX_OK
+    except Exception as exc:  # noqa: BLE001 - the CLI's contract is one line, never a traceback
+        code, message = _error_line(exc)
+        print("error: " + " ".join(message.split()), file=err)
+        return code
