@@ -279,7 +279,8 @@ def _elf_load_pieces(p: Path, elf: ELFFile, file_size: int) -> list[tuple[int, b
 
 def _load_hex(p: Path, raw: bytes, label: str) -> Image:
     try:
-        text = raw.decode("ascii")
+        # Some Windows tools write a UTF-8 byte-order mark before the first record.
+        text = raw.removeprefix(b"\xef\xbb\xbf").decode("ascii")
     except UnicodeDecodeError as exc:
         raise ImageError(f"{p}: corrupt Intel HEX: non-ASCII byte at offset {exc.start}") from None
     records = [line.strip() for line in text.splitlines() if line.strip()]

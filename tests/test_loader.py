@@ -216,6 +216,12 @@ def test_hex_has_no_symbols() -> None:
     assert (image.kind, image.symbols) == ("hex", None)
 
 
+def test_hex_with_a_byte_order_mark_and_crlf_lines_loads(tmp_path: Path) -> None:
+    text = "\r\n".join(APP_HEX.read_text().splitlines()) + "\r\n"
+    path = write(tmp_path, "bom.hex", b"\xef\xbb\xbf" + text.encode())
+    assert load_image(path).segments == load_image(APP_ELF).segments
+
+
 def test_hex_without_end_of_file_record_is_reported_as_truncated(tmp_path: Path) -> None:
     lines = APP_HEX.read_text().splitlines()
     path = write(tmp_path, "cut.hex", "\n".join(lines[:-1]) + "\n")
@@ -353,6 +359,19 @@ def test_missing_file_is_reported(tmp_path: Path) -> None:
 def test_directory_is_not_an_image(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="is a directory"):
         load_image(tmp_path)
+
+
+def test_unreadable_file_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "locked.bin", b"\x00" * 4)
+
+    def refuse(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    # Tests may run as root, which chmod cannot lock out; fail the read itself.
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(ImageError) as info:
+        load_image(path)
+    assert str(info.value) == f"{path}: cannot read: Permission denied"
 
 
 def test_empty_file_is_reported(tmp_path: Path) -> None:
