@@ -1,0 +1,721 @@
+"""The emulated STM32F103: Unicorn core, memory map, peripherals, time.
+
+The machine owns Unicorn, the bus, emulated time and the exception engine.
+Peripheral models only see their port.  The CPU runs in *slices* of an exact
+instruction count up to the next timed event; a model that needs the CPU to
+react sooner (an interrupt became pending, a reset was requested, the clock
+changed) makes the slice end right after the current instruction.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from unicorn import (
+    UC_ARCH_ARM,
+    UC_ERR_FETCH_PROT,
+    UC_ERR_FETCH_UNMAPPED,
+    UC_ERR_INSN_INVALID,
+    UC_ERR_READ_PROT,
+    UC_ERR_READ_UNMAPPED,
+    UC_ERR_WRITE_PROT,
+    UC_ERR_WRITE_UNMAPPED,
+    UC_HOOK_INTR,
+    UC_HOOK_MEM_UNMAPPED,
+    UC_HOOK_MEM_WRITE_PROT,
+    UC_MEM_FETCH_UNMAPPED,
+    UC_MEM_WRITE_UNMAPPED,
+    UC_MODE_THUMB,
+    UC_PROT_ALL,
+    UC_PROT_EXEC,
+    UC_PROT_READ,
+    Uc,
+    UcError,
+)
+from unicorn import arm_const as A
+
+from emulator import memory as mm
+from emulator.board import BOARD
+from emulator.bus import Bus
+from emulator.chips import Chip
+from emulator.exceptions import ExceptionEngine, FaultRecord, Lockup
+from emulator.icount import InstructionCounter
+from emulator.port import Event, SimPort, StrictModeError
+from emulator.symbols import SymbolTable
+from emulator.time import Scheduler
+from firmware_models.bkp import BKP
+from firmware_models.flash import TYPICAL_TIMINGS, FlashInterface, FlashTimings
+from firmware_models.nvic import HARDFAULT, NMI, ExceptionController, exception_name
+from firmware_models.pwr import PWR
+from firmware_models.rcc import PERIPHERAL_CLOCKS, RCC
+from firmware_models.regs import BusError, Peripheral
+from firmware_models.scb import SCB
+from firmware_models.systick import SysTick
+from firmware_models.usb import UsbDevice
+
+log = logging.getLogger("emulator.machine")
+
+MAX_SLICE = 1 << 20
+MASKED_STEP_BUDGET = 200_000  # single-step at most this long while an IRQ waits on PRIMASK
+THUMB_B_SELF = 0xE7FE  # "b ." : the idle loop of countless main()s
+THUMB_WFI = 0xBF30
+THUMB_WFE = 0xBF20
+SENTINEL_SRAM = 0xA5  # power-on SRAM fill, so reads of uninitialised memory stand out
+
+
+class EmulatorError(Exception):
+    """A problem with the emulated run or its inputs; the message is one line for the user."""
+
+
+@dataclass
+class StopReason:
+    kind: str  # time-budget | instruction-budget | idle | hang | lockup | fault-hang | breakpoint |
+    #            system-memory | condition | strict | error
+    detail: str = ""
+    pc: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return self.kind in ("time-budget", "instruction-budget", "idle", "condition")
+
+
+@dataclass
+class CpuState:
+    sleeping: bool = False
+    locked_up: bool = False
+
+
+@dataclass
+class Machine:
+    """One board.  Build it, ``load`` flash, ``power_on``, then ``run``."""
+
+    chip: Chip
+    strict: bool = False
+    boot0: bool = False
+    flash_timings: FlashTimings = TYPICAL_TIMINGS
+    uart_sinks: dict[int, Callable[[bytes], None]] = field(default_factory=dict)
+    symbols: SymbolTable | None = None
+
+    def __post_init__(self) -> None:
+        self.scheduler = Scheduler()
+        self.port = _MachinePort(self)
+        self.events: list[Event] = self.port.events
+        self.instructions = 0
+        self.cpu = CpuState()
+        self.resets = 0
+        self.path: list[tuple[int, str]] = []  # (time_ns, function) in order of first visit
+        self._path_seen: set[str] = set()
+        self._in_slice = False
+        self._synced = 0
+        self._slice_end_ns = 0
+        self._reset_request: str | None = None
+        self._stop: StopReason | None = None
+        self._pending_fault: tuple[str, int, int | None, int] | None = None  # cause, pc, addr, return
+        self._unmapped: tuple[int, int] | None = None  # (access, address) of the last unmapped access
+        self._internal_error: BaseException | None = None
+        self._masked_steps = 0
+        self._build_core()
+        self._build_models()
+        self._map_memory()
+
+    # -- construction ---------------------------------------------------------------------
+    def _build_core(self) -> None:
+        self.uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB, A.UC_CPU_ARM_CORTEX_M3)
+        self.counter = InstructionCounter(self.uc)
+        self.nvic = ExceptionController(self.chip.num_irqs)
+        self.nvic.listeners.append(self._request_stop)
+
+    def _build_models(self) -> None:
+        port = self.port
+        self.flash_buffer = mm.FlashBuffer.erased(self.chip.flash_size)
+        self.flash = FlashInterface(port, flash_base=self.chip.flash_base, flash_size=self.chip.flash_size,
+                                    page_size=self.chip.page_size, storage=self.flash_buffer.view,
+                                    timings=self.flash_timings, on_change=self._flash_changed)
+        self.pwr = PWR(port)
+        self.bkp = BKP(port, write_enabled=lambda: bool(self.pwr.field("CR", "DBP")))
+        self.rcc = RCC(port, backup_write_enabled=lambda: bool(self.pwr.field("CR", "DBP")))
+        self.rcc.on_peripheral_reset = self._peripheral_reset  # type: ignore[method-assign]
+        self.scb = SCB(port, self.nvic, ipsr=lambda: self.uc.reg_read(A.UC_ARM_REG_IPSR) & 0x1FF)
+        self.systick = SysTick(port, pend=lambda: self.nvic.set_pending(15))
+        self.usb = UsbDevice(port)
+        self.usb_pma = self.usb.pma
+        self.bus = Bus(port.unmodelled, port.guest_error)
+        self.models: dict[str, Peripheral] = {}
+        for slot in BOARD:
+            model = slot.factory(self)
+            self.models[slot.name] = model
+            gate = self._gate(slot.clock) if slot.clock else None
+            self.bus.attach(slot.base, model, gate=gate)
+        self.gpio = {letter: self.models[f"GPIO{letter}"] for letter in "ABCDE"}
+        self.exc = ExceptionEngine(self.uc, self.nvic, self.scb, self._stackable, self.scheduler_now,
+                                   self.port.event)
+
+    def _gate(self, name: str) -> Callable[[], str | None]:
+        gate = PERIPHERAL_CLOCKS.get(name)
+        if gate is None:
+            return lambda: None
+        reg, bit = gate.enable_register, gate.bit
+
+        def check() -> str | None:
+            if self.rcc[reg] >> bit & 1:
+                return None
+            return f"RCC_{reg} bit {bit} is 0"
+        return check
+
+    def _map_memory(self) -> None:
+        uc, chip = self.uc, self.chip
+        rx = UC_PROT_READ | UC_PROT_EXEC
+        uc.mem_map_ptr(chip.flash_base, chip.flash_size, rx, self.flash_buffer.address)
+        if not self.boot0:
+            uc.mem_map_ptr(mm.BOOT_ALIAS, chip.flash_size, rx, self.flash_buffer.address)
+        uc.mem_map(chip.sram_base, chip.sram_size, UC_PROT_ALL)
+        uc.mmio_map(mm.SYSTEM_BLOCK, mm.SYSTEM_BLOCK_SIZE, self._mmio_read(self._system_read),
+                    None, self._mmio_write(self._system_write), None)
+        uc.mmio_map(mm.PERIPH_BASE, mm.PERIPH_SIZE, self._mmio_read(self._periph_read, mm.PERIPH_BASE),
+                    None, self._mmio_write(self._periph_write, mm.PERIPH_BASE), None)
+        uc.mmio_map(mm.PPB_BASE, mm.PPB_SIZE, self._mmio_read(self._periph_read, mm.PPB_BASE),
+                    None, self._mmio_write(self._periph_write, mm.PPB_BASE), None)
+        sram_alias = (chip.sram_size * 32 + 0xFFF) & ~0xFFF
+        uc.mmio_map(mm.SRAM_BITBAND, sram_alias, self._mmio_read(self._sram_bb_read, mm.SRAM_BITBAND),
+                    None, self._mmio_write(self._sram_bb_write, mm.SRAM_BITBAND), None)
+        uc.mmio_map(mm.PERIPH_BITBAND, mm.PERIPH_SIZE * 32,
+                    self._mmio_read(self._periph_bb_read, mm.PERIPH_BITBAND), None,
+                    self._mmio_write(self._periph_bb_write, mm.PERIPH_BITBAND), None)
+        uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._flash_store_hook)
+        uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._unmapped_hook)
+        uc.hook_add(UC_HOOK_INTR, self._intr_hook)
+
+    # -- public API -------------------------------------------------------------------------
+    def uart_sink(self, n: int) -> Callable[[bytes], None]:
+        def sink(data: bytes) -> None:
+            self.uart_output.setdefault(n, bytearray()).extend(data)
+            target = self.uart_sinks.get(n)
+            if target is not None:
+                target(data)
+        if not hasattr(self, "uart_output"):
+            self.uart_output: dict[int, bytearray] = {}
+        return sink
+
+    def load_flash(self, data: bytes, offset: int = 0) -> None:
+        """Put bytes into main flash as a programmer would (not through the FPEC)."""
+        if offset + len(data) > self.chip.flash_size:
+            raise EmulatorError(f"{len(data)} bytes at flash offset 0x{offset:X} exceed the "
+                                f"{self.chip.flash_size // 1024} KiB flash of the {self.chip.name}")
+        self.flash_buffer.view[offset:offset + len(data)] = data
+        self._flash_changed(offset, len(data))
+
+    def read_flash(self, address: int, length: int) -> bytes:
+        off = address - self.chip.flash_base
+        return bytes(self.flash_buffer.view[off:off + length])
+
+    def drive_pin(self, port_letter: str, pin: int, level: bool | None) -> None:
+        self.gpio[port_letter.upper()].drive(pin, level)
+
+    def scheduler_now(self) -> int:
+        return self.scheduler.now_ns
+
+    @property
+    def now_ns(self) -> int:
+        return self.scheduler.now_ns
+
+    @property
+    def pc(self) -> int:
+        return self.uc.reg_read(A.UC_ARM_REG_PC)
+
+    def reg(self, name: str) -> int:
+        return self.uc.reg_read(getattr(A, f"UC_ARM_REG_{name.upper()}"))
+
+    def read_word(self, address: int) -> int:
+        return struct.unpack("<I", self.uc.mem_read(address, 4))[0]
+
+    def symbol(self, address: int) -> str:
+        if self.symbols is None:
+            return f"0x{address:08X}"
+        return self.symbols.lookup(address)
+
+    # -- reset --------------------------------------------------------------------------------
+    def power_on(self) -> None:
+        """Power-on reset: every model to its power-on state, SRAM filled with a sentinel."""
+        if self.boot0:
+            raise EmulatorError("BOOT0=1 selects ST's system-memory bootloader, which is not emulated")
+        self.scheduler.clear()
+        for model in self._all_models():
+            model.power_on_reset()
+        self.uc.mem_write(self.chip.sram_base, bytes([SENTINEL_SRAM]) * self.chip.sram_size)
+        self.rcc.note_reset("power_on")
+        self.port.event("reset", cause="power_on")
+        self._cpu_reset()
+
+    def system_reset(self, cause: str) -> None:
+        """System reset (SYSRESETREQ, IWDG...): peripherals reset, flash/backup domain/SRAM kept."""
+        self.resets += 1
+        self.scheduler.clear()
+        for model in self._all_models():
+            model.reset()
+        self.rcc.note_reset(cause)
+        self.port.event("reset", cause=cause)
+        self._cpu_reset()
+
+    def _all_models(self) -> list[Peripheral]:
+        seen: dict[int, Peripheral] = {}
+        for model in [*self.models.values(), self.usb, self.usb_pma, self.flash]:
+            seen[id(model)] = model
+        return list(seen.values())
+
+    def _cpu_reset(self) -> None:
+        uc = self.uc
+        self.exc.reset_state()
+        self.cpu = CpuState()
+        for i in range(13):
+            uc.reg_write(getattr(A, f"UC_ARM_REG_R{i}"), 0)
+        uc.reg_write(A.UC_ARM_REG_CONTROL, 0)
+        uc.reg_write(A.UC_ARM_REG_PRIMASK, 0)
+        uc.reg_write(A.UC_ARM_REG_FAULTMASK, 0)
+        uc.reg_write(A.UC_ARM_REG_BASEPRI, 0)
+        uc.reg_write(A.UC_ARM_REG_PSP, 0)
+        uc.reg_write(A.UC_ARM_REG_XPSR, 1 << 24)
+        uc.reg_write(A.UC_ARM_REG_IPSR, 0)
+        uc.reg_write(A.UC_ARM_REG_APSR_NZCV, 0)
+        uc.reg_write(A.UC_ARM_REG_LR, 0xFFFFFFFF)
+        msp, pc = self.read_word(mm.BOOT_ALIAS), self.read_word(mm.BOOT_ALIAS + 4)
+        self.start_from_table(msp, pc, source="reset vector at 0x00000000")
+
+    def start_from_table(self, msp: int, pc: int, source: str) -> None:
+        """Load MSP and PC as the core does at reset (B1.5.5), from a vector table's words."""
+        uc = self.uc
+        uc.reg_write(A.UC_ARM_REG_MSP, msp & 0xFFFFFFFC)
+        uc.reg_write(A.UC_ARM_REG_PC, pc | 1)
+        self.reset_msp, self.reset_pc = msp, pc
+        self.port.event("reset_vector", msp=msp, reset_pc=pc, source=source)
+        if msp == 0xFFFFFFFF and pc == 0xFFFFFFFF:
+            self._stop = StopReason("hang", "flash is erased at the reset vector: nothing to run", pc)
+        elif not pc & 1:
+            # EPSR.T=0: the first instruction takes an INVSTATE UsageFault, which is
+            # disabled at reset and so escalates to HardFault (B1.5.5, B1.5.9).
+            try:
+                self.exc.fault("INVSTATE", pc & ~1)
+            except Lockup as e:
+                self._lockup(e)
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self, *, max_ns: int | None = None, max_instructions: int | None = None,
+            until: Callable[[], bool] | None = None) -> StopReason:
+        """Run until a budget is spent, the CPU idles for good, faults for good, or ``until``."""
+        deadline = None if max_ns is None else self.scheduler.now_ns + max_ns
+        instr_limit = None if max_instructions is None else self.instructions + max_instructions
+        self._stop = self._stop if self._stop and not self._stop.clean else None
+        while True:
+            self.scheduler.run_due()
+            if self._reset_request is not None:
+                cause, self._reset_request = self._reset_request, None
+                self.system_reset(cause)
+            if self._stop is not None:
+                return self._stop
+            if until is not None and until():
+                return StopReason("condition", pc=self.pc)
+            if self.cpu.locked_up:
+                if not self._wait_for_event(deadline):
+                    return self._stop or StopReason("lockup", "core is locked up", self.pc)
+                continue
+            if self._take_pending_exception():
+                continue
+            if self.cpu.sleeping or self.port.stalled_until_ns > self.scheduler.now_ns:
+                if not self._sleep(deadline):
+                    return self._stop  # type: ignore[return-value]
+                continue
+            if deadline is not None and self.scheduler.now_ns >= deadline:
+                return StopReason("time-budget", f"{max_ns} ns of emulated time", self.pc)
+            if instr_limit is not None and self.instructions >= instr_limit:
+                return StopReason("instruction-budget", f"{max_instructions} instructions", self.pc)
+            if self._idle_loop():
+                if not self._sleep(deadline, spinning=True):
+                    return self._stop  # type: ignore[return-value]
+                continue
+            self._run_slice(deadline, instr_limit)
+
+    def _take_pending_exception(self) -> bool:
+        exc = self.exc.deliverable()
+        if exc is None:
+            return False
+        self.cpu.sleeping = False
+        try:
+            self.exc.take(exc, self.pc)
+        except Lockup as e:
+            self._lockup(e)
+        return True
+
+    def _wakeup_pending(self) -> bool:
+        """WFI wakes for a pending exception that would preempt, PRIMASK ignored (B1.5.19)."""
+        exc = self.nvic.highest_pending()
+        if exc is None:
+            return False
+        _, faultmask, basepri = self.exc.masks()
+        return self.nvic.can_preempt(exc, False, faultmask, basepri)
+
+    def _sleep(self, deadline: int | None, spinning: bool = False) -> bool:
+        """Skip time to the next event while the CPU sleeps, spins or stalls; False = stop."""
+        now = self.scheduler.now_ns
+        if self.port.stalled_until_ns > now:
+            target = self.port.stalled_until_ns
+        elif self.cpu.sleeping and self._wakeup_pending():
+            self.cpu.sleeping = False
+            return True
+        else:
+            target = self.scheduler.next_due()
+            if target is None:
+                where = self.symbol(self.pc)
+                if spinning and self.exc.execution_priority() <= 0:
+                    self._stop = self._hang_reason(where)
+                else:
+                    what = "spinning in an empty loop" if spinning else "sleeping in WFI"
+                    self._stop = StopReason("idle", f"{what} at {where} with nothing left to happen", self.pc)
+                return False
+            if spinning and self.exc.execution_priority() <= 0 and not self._could_wake_masked():
+                self._stop = self._hang_reason(self.symbol(self.pc))
+                return False
+        if deadline is not None and target > deadline:
+            self.scheduler.advance_to(deadline, self.port.clocks.hclk)
+            self._stop = StopReason("time-budget", "emulated time budget spent", self.pc)
+            return False
+        self.scheduler.advance_to(target, self.port.clocks.hclk)
+        return True
+
+    def _could_wake_masked(self) -> bool:
+        # A spin with PRIMASK set can only be left through NMI; we have no NMI source.
+        return False
+
+    def _hang_reason(self, where: str) -> StopReason:
+        active = [exception_name(e) for e in self.nvic.active_exceptions()]
+        if any(e in ("HardFault", "MemManage", "BusFault", "UsageFault") for e in active):
+            return StopReason("fault-hang", f"stuck in {where} handling {', '.join(active)}", self.pc)
+        return StopReason("hang", f"spinning forever at {where} with interrupts masked "
+                                  f"(execution priority {self.exc.execution_priority()})", self.pc)
+
+    def _wait_for_event(self, deadline: int | None) -> bool:
+        target = self.scheduler.next_due()
+        if target is None or (deadline is not None and target > deadline):
+            return False
+        self.scheduler.advance_to(target, self.port.clocks.hclk)
+        return True
+
+    def _idle_loop(self) -> bool:
+        pc = self.pc
+        try:
+            return struct.unpack("<H", self.uc.mem_read(pc, 2))[0] == THUMB_B_SELF
+        except UcError:
+            return False
+
+    def _run_slice(self, deadline: int | None, instr_limit: int | None) -> None:
+        hz = self.port.clocks.hclk
+        due = self.scheduler.next_due()
+        if deadline is not None:
+            due = deadline if due is None else min(due, deadline)
+        budget = MAX_SLICE if due is None else min(MAX_SLICE, self.scheduler.cycles_until(due, hz))
+        if instr_limit is not None:
+            budget = max(1, min(budget, instr_limit - self.instructions))
+        if self.exc.pending_but_masked():
+            # Take the interrupt right after the instruction that unmasks it (CPSIE, MSR).
+            self._masked_steps += 1
+            if self._masked_steps <= MASKED_STEP_BUDGET:
+                budget = 1
+            elif self._masked_steps == MASKED_STEP_BUDGET + 1:
+                log.info("long masked section at %s: interrupt latency is now up to 64 instructions",
+                         self.symbol(self.pc))
+            else:
+                budget = min(budget, 64)
+        else:
+            self._masked_steps = 0
+        self._slice_end_ns = due if due is not None else 1 << 62
+        self._synced = 0
+        self._in_slice = True
+        pc = self.pc
+        error: UcError | None = None
+        try:
+            self.uc.emu_start(pc | 1, 0, count=budget)
+        except UcError as e:
+            error = e
+        finally:
+            self._in_slice = False
+        executed = self.counter.executed_after_run()
+        self._advance(executed - self._synced)
+        self.instructions += executed
+        self._note_path(self.pc)
+        if self._internal_error is not None:
+            err, self._internal_error = self._internal_error, None
+            if isinstance(err, StrictModeError):
+                self._stop = StopReason("strict", str(err), self.pc)
+                return
+            raise err
+        if error is not None:
+            self._cpu_error(error)
+        elif self._pending_fault is not None:
+            cause, fpc, addr, ret = self._pending_fault
+            self._pending_fault = None
+            self._fault(cause, fpc, addr, ret)
+        elif executed < budget and self._stop is None and self._just_executed_wfi():
+            self.cpu.sleeping = True
+
+    def _just_executed_wfi(self) -> bool:
+        try:
+            return struct.unpack("<H", self.uc.mem_read(self.pc - 2, 2))[0] == THUMB_WFI
+        except UcError:
+            return False
+
+    def _advance(self, cycles: int) -> None:
+        if cycles > 0:
+            self.scheduler.advance_cycles(cycles, self.port.clocks.hclk)
+
+    def _sync(self) -> None:
+        """Bring emulated time up to the instruction now executing (called from MMIO hooks)."""
+        if self._in_slice:
+            counted = self.counter.counted
+            self._advance(counted - self._synced)
+            self._synced = counted
+
+    def _request_stop(self) -> None:
+        if self._in_slice:
+            self.counter.stop_after_current()
+
+    def _note_path(self, pc: int) -> None:
+        if self.symbols is None:
+            return
+        fn = self.symbols.function_at(pc)
+        name = fn.qualified_name if fn is not None else None
+        if name and name not in self._path_seen:
+            self._path_seen.add(name)
+            self.path.append((self.scheduler.now_ns, name))
+
+    # -- faults --------------------------------------------------------------------------------
+    def _cpu_error(self, error: UcError) -> None:
+        pc = self.pc
+        errno = error.errno
+        if errno in (UC_ERR_READ_UNMAPPED, UC_ERR_READ_PROT):
+            addr = self._unmapped[1] if self._unmapped else None
+            self._fault("PRECISERR", pc, addr, pc)
+        elif errno in (UC_ERR_WRITE_UNMAPPED, UC_ERR_WRITE_PROT):
+            addr = self._unmapped[1] if self._unmapped else None
+            # Stores are buffered on the Cortex-M3: the fault is imprecise, the stacked
+            # PC is past the store (B3.2.15 IMPRECISERR).
+            self._fault("IMPRECISERR", pc, addr, pc + self._insn_size(pc))
+        elif errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT):
+            if mm.SYSTEM_BLOCK <= pc < mm.SYSTEM_MEMORY_END:
+                self._stop = StopReason("system-memory", f"jumped to 0x{pc:08X} in ST's system-memory "
+                                        "bootloader, which is not emulated", pc)
+                return
+            # Execute-never regions of the default memory map give MemManage (B3.5.1).
+            xn = 0x4000_0000 <= pc < 0x6000_0000 or pc >= 0xA000_0000
+            self._fault("IACCVIOL" if xn else "IBUSERR", pc, None, pc)
+        elif errno == UC_ERR_INSN_INVALID:
+            half = self._halfword(pc)
+            if half == THUMB_WFE:
+                # WFE: no event register is modelled; treat it as a hint that sleeps like WFI.
+                self.uc.reg_write(A.UC_ARM_REG_PC, (pc + 2) | 1)
+                self.cpu.sleeping = True
+                return
+            self._fault("UNDEFINSTR", pc, None, pc)
+        else:
+            self._stop = StopReason("error", f"CPU error at {self.symbol(pc)}: {error}", pc)
+
+    def _fault(self, cause: str, pc: int, address: int | None, return_address: int) -> None:
+        try:
+            self.exc.fault(cause, pc, address, imprecise_return=return_address)
+        except Lockup as e:
+            self._lockup(e)
+
+    def _lockup(self, e: Lockup) -> None:
+        self.cpu.locked_up = True
+        self.uc.reg_write(A.UC_ARM_REG_PC, 0xFFFFFFFF)
+        self.port.event("lockup", reason=e.reason, fault_pc=e.pc)
+        self._stop = StopReason("lockup", f"{e.reason}; faulting code at {self.symbol(e.pc)}", e.pc)
+
+    def _halfword(self, address: int) -> int | None:
+        try:
+            return struct.unpack("<H", self.uc.mem_read(address, 2))[0]
+        except UcError:
+            return None
+
+    def _insn_size(self, pc: int) -> int:
+        half = self._halfword(pc) or 0
+        return 4 if (half >> 11) in (0x1D, 0x1E, 0x1F) else 2
+
+    @property
+    def faults(self) -> list[FaultRecord]:
+        return self.exc.faults
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def _guard(self, fn: Callable[..., Any], default: Any = None) -> Any:
+        try:
+            return fn()
+        except BusError as e:
+            pc = self.pc
+            self._pending_fault = ("IMPRECISERR", pc, e.address, pc + self._insn_size(pc))
+            self.port.event("bus_error", address=e.address, reason=e.reason)
+            self._request_stop()
+        except BaseException as e:  # noqa: BLE001 - must not unwind through Unicorn's C frames
+            self._internal_error = e
+            self._request_stop()
+        return default
+
+    def _mmio_read(self, handler: Callable[[int, int], int], base: int = 0) -> Callable[..., int]:
+        def cb(uc: Uc, offset: int, size: int, _ud: object) -> int:
+            self._sync()
+            value = self._guard(lambda: handler(base + offset, size), 0)
+            return int(value or 0) & ((1 << (8 * size)) - 1)
+        return cb
+
+    def _mmio_write(self, handler: Callable[[int, int, int], None], base: int = 0) -> Callable[..., None]:
+        def cb(uc: Uc, offset: int, size: int, value: int, _ud: object) -> None:
+            self._sync()
+            self._guard(lambda: handler(base + offset, size, value))
+        return cb
+
+    def _periph_read(self, address: int, size: int) -> int:
+        return self.bus.read(address, size)
+
+    def _periph_write(self, address: int, size: int, value: int) -> None:
+        self.bus.write(address, size, value)
+
+    def _system_read(self, offset: int, size: int) -> int:
+        address = mm.SYSTEM_BLOCK + offset
+        chip = self.chip
+        if mm.OPTION_BYTES <= address < mm.OPTION_BYTES + 16:
+            data = self.flash.read_option_bytes()
+        elif address >= mm.UNIQUE_ID and address + size <= mm.UNIQUE_ID + 12:
+            data = chip.unique_id
+            return int.from_bytes(data[address - mm.UNIQUE_ID: address - mm.UNIQUE_ID + size], "little")
+        elif address >= mm.FLASH_SIZE_WORD and address + size <= mm.FLASH_SIZE_WORD + 2:
+            return chip.flash_size_kib >> (8 * (address - mm.FLASH_SIZE_WORD)) & ((1 << (8 * size)) - 1)
+        else:
+            self.port.unmodelled("SYSMEM", address - mm.SYSTEM_BLOCK, "read", size, None)
+            return 0xFFFFFFFF & ((1 << (8 * size)) - 1)
+        off = address - mm.OPTION_BYTES
+        return int.from_bytes(data[off:off + size], "little")
+
+    def _system_write(self, offset: int, size: int, value: int) -> None:
+        address = mm.SYSTEM_BLOCK + offset
+        if address >= mm.OPTION_BYTES:
+            self.flash.cpu_store(address, size, value)
+        else:
+            raise BusError(address, "system memory and the device ID words are read-only")
+
+    def _sram_bb_read(self, address: int, size: int) -> int:
+        byte, bit = mm.bitband_target(mm.SRAM_BITBAND, self.chip.sram_base, address)
+        return self.uc.mem_read(byte, 1)[0] >> bit & 1
+
+    def _sram_bb_write(self, address: int, size: int, value: int) -> None:
+        byte, bit = mm.bitband_target(mm.SRAM_BITBAND, self.chip.sram_base, address)
+        old = self.uc.mem_read(byte, 1)[0]
+        new = (old | 1 << bit) if value & 1 else (old & ~(1 << bit))
+        self.uc.mem_write(byte, bytes([new]))
+
+    def _periph_bb_target(self, address: int) -> tuple[int, int]:
+        byte, bit = mm.bitband_target(mm.PERIPH_BITBAND, mm.PERIPH_BASE, address)
+        word = byte & ~3
+        return word, bit + 8 * (byte - word)
+
+    def _periph_bb_read(self, address: int, size: int) -> int:
+        word, bit = self._periph_bb_target(address)
+        return self.bus.read(word, 4) >> bit & 1
+
+    def _periph_bb_write(self, address: int, size: int, value: int) -> None:
+        # The bus does a read-modify-write of the whole word, as the hardware's bit-band
+        # logic does; on registers with write-1-to-clear bits that has the same hazards.
+        word, bit = self._periph_bb_target(address)
+        old = self.bus.read(word, 4)
+        self.bus.write(word, 4, (old | 1 << bit) if value & 1 else (old & ~(1 << bit)))
+
+    def _flash_store_hook(self, uc: Uc, access: int, address: int, size: int, value: int,
+                          _ud: object) -> bool:
+        self._sync()
+        chip = self.chip
+        if address < chip.flash_size:
+            address += chip.flash_base  # the boot alias at 0x0 is the same flash (RM0008 §3.4)
+        if chip.flash_base <= address < chip.flash_end:
+            self._guard(lambda: self.flash.cpu_store(address, size, value & ((1 << (8 * size)) - 1)))
+            return True
+        return False
+
+    def _unmapped_hook(self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object) -> bool:
+        self._unmapped = (access, address)
+        if access not in (UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED):
+            self.port.event("unmapped_read", address=address, size=size)
+        return False
+
+    def _intr_hook(self, uc: Uc, intno: int, _ud: object) -> None:
+        pc = uc.reg_read(A.UC_ARM_REG_PC)
+        try:
+            if intno == 2:  # SVC: PC is already past the instruction
+                self._sync()
+                self.exc.svc(pc)
+            elif intno in (3, 8) and pc >= 0xFFFFFFF0 and self.exc.ipsr() != 0:
+                # A branch to EXC_RETURN in handler mode (B1.5.8); QEMU reports it with
+                # bit 0 of the target cleared.
+                self._sync()
+                self.exc.exception_return(pc | 1)
+            elif intno == 7:  # BKPT: no debugger attached
+                self._stop = StopReason("breakpoint", f"BKPT at {self.symbol(pc)}", pc)
+                uc.emu_stop()
+            else:
+                self._stop = StopReason("error", f"unexpected CPU exception {intno} at {self.symbol(pc)}", pc)
+                uc.emu_stop()
+        except Lockup as e:
+            self._lockup(e)
+            uc.emu_stop()
+        except BaseException as e:  # noqa: BLE001
+            self._internal_error = e
+            uc.emu_stop()
+
+    def _flash_changed(self, offset: int, length: int) -> None:
+        # Translated code from the old bytes must go, at both addresses (DESIGN.md §5).
+        begin = offset & ~0xFFF
+        end = min(self.chip.flash_size, (offset + length + 0xFFF) & ~0xFFF)
+        self.uc.ctl_remove_cache(self.chip.flash_base + begin, self.chip.flash_base + end)
+        if not self.boot0:
+            self.uc.ctl_remove_cache(begin, end)
+
+    def _stackable(self, address: int, size: int) -> bool:
+        return self.chip.in_sram(address, size)
+
+    def _peripheral_reset(self, name: str) -> None:
+        model = self.models.get(name)
+        if model is not None:
+            model.reset()
+
+
+class _MachinePort(SimPort):
+    """The port the machine hands to models: SimPort plus CPU-aware stop requests."""
+
+    def __init__(self, machine: Machine) -> None:
+        super().__init__(machine.scheduler, machine.strict)
+        self.machine = machine
+        self.irq_sink = lambda irq, level: machine.nvic.set_line(irq, level)
+        self.pc_provider = lambda: machine.uc.reg_read(A.UC_ARM_REG_PC) if machine._in_slice else machine.pc
+        self.reset_sink = self._reset
+
+    def schedule(self, delay_ns: int, callback: Callable[[], None], name: str = ""):  # type: ignore[override]
+        entry = super().schedule(delay_ns, callback, name)
+        if entry.due_ns < self.machine._slice_end_ns:
+            self.machine._request_stop()
+        return entry
+
+    def _reset(self, cause: str) -> None:
+        self.machine._reset_request = cause
+        self.machine._request_stop()
+
+    def clocks_changed(self) -> None:
+        super().clocks_changed()
+        self.machine._request_stop()
+
+    def stall_until(self, due_ns: int) -> None:
+        super().stall_until(due_ns)
+        self.machine._request_stop()
+
+
+def write_stdout(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
