@@ -54,7 +54,6 @@ OUT_OF_RANGE_ERASE = "out_of_range_erase"
 IGNORED_STORE = "ignored_store"
 ERROR = "error"
 POWER_CUT = "power_cut"
-RESET = "reset"
 
 ERASE_KINDS = frozenset({PAGE_ERASE, MASS_ERASE})
 
