@@ -118,6 +118,7 @@ class RCC(Peripheral):
     NAME = "RCC"
     SIZE = 0x400
     IRQ = RCC_IRQ
+    PERIPHERAL_CLOCKS = PERIPHERAL_CLOCKS
 
     REGISTERS = (
         # §7.3.1.  Reset 0x0000_XX83: HSION, HSIRDY, HSITRIM=16; HSICAL is factory data.
