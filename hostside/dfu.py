@@ -453,7 +453,7 @@ class DfuClient:
         """DNLOAD block 0 with a DfuSe command, then poll: the first GETSTATUS must be dfuDNBUSY,
         then wait bwPollTimeout and poll until not busy; ends in dfuDNLOAD-IDLE."""
         self._require_dfuse(name)
-        self.dnload(0, payload)
+        self._out(DfuRequest.DNLOAD, 0, payload, name)
         _st, timing = self._poll_until([DfuState.dfuDNLOAD_IDLE], name, first_must_be_busy=True,
                                        address=address)
         return timing
@@ -599,6 +599,8 @@ class DfuClient:
         while len(out) < length:
             n = min(self.transfer_size, length - len(out))
             if mode == "per-block":
+                if out:
+                    self.abort_to_idle()  # UPLOAD left the device in dfuUPLOAD-IDLE
                 self.set_address(address + len(out))
                 self.abort_to_idle()
                 block = 2
