@@ -18,7 +18,6 @@ from unicorn import arm_const as A
 
 from firmware_models.nvic import (
     BUSFAULT,
-    CONFIGURABLE_FAULTS,
     HARDFAULT,
     MEMMANAGE,
     NMI,
@@ -73,6 +72,7 @@ class ExceptionEngine:
         self._now_ns = now_ns
         self._event = event
         self.faults: list[FaultRecord] = []
+        self.erased_vectors: list[tuple[int, int]] = []  # (exception, vector address) fetched as 0xFFFFFFFF
         self.taken_counts: dict[int, int] = {}
         self.first_taken_ns: dict[int, int] = {}
         self.on_taken: list[Callable[[int, int], None]] = []  # (exception, handler address)
@@ -150,7 +150,6 @@ class ExceptionEngine:
         self._vector(exc, exc_return, return_address)
 
     def _vector(self, exc: int, exc_return: int, return_address: int) -> None:
-        uc = self.uc
         vtor = self.ctl.vtor
         try:
             handler = self._read32(vtor + 4 * exc)
@@ -164,6 +163,9 @@ class ExceptionEngine:
             self.ctl.activate(HARDFAULT)
             self._enter(HARDFAULT, exc_return, self._read32_or_lockup(vtor + 4 * HARDFAULT))
             return
+        if handler == 0xFFFFFFFF:
+            self._event("erased_vector", exception=exception_name(exc), vector_address=vtor + 4 * exc)
+            self.erased_vectors.append((exc, vtor + 4 * exc))
         self.ctl.activate(exc)
         self._enter(exc, exc_return, handler)
 
@@ -179,7 +181,7 @@ class ExceptionEngine:
         # EPSR.T comes from bit 0 of the vector; without it the first instruction of the
         # handler takes an INVSTATE UsageFault (B1.5.6).  We record that as the start PC.
         self._set_xpsr((1 << 24) | exc)
-        uc.reg_write(A.UC_ARM_REG_PC, handler & ~1)
+        uc.reg_write(A.UC_ARM_REG_PC, handler | 1)  # Unicorn takes the Thumb state from bit 0
         self.taken_counts[exc] = self.taken_counts.get(exc, 0) + 1
         self.first_taken_ns.setdefault(exc, self._now_ns())
         for hook in self.on_taken:
@@ -276,7 +278,7 @@ class ExceptionEngine:
             uc.reg_write(A.UC_ARM_REG_MSP, new_sp)
             if exc_return == EXC_RETURN_THREAD_MSP:
                 uc.reg_write(A.UC_ARM_REG_CONTROL, uc.reg_read(A.UC_ARM_REG_CONTROL) & ~2)
-        uc.reg_write(A.UC_ARM_REG_PC, pc & ~1)
+        uc.reg_write(A.UC_ARM_REG_PC, pc | 1)
         # Tail-chaining (B1.5.12): a pending exception that can preempt the context we
         # return to is taken straight away; the stacked frame is the same one.
         nxt = self.deliverable()

@@ -50,7 +50,7 @@ from emulator.symbols import SymbolTable
 from emulator.time import Scheduler
 from firmware_models.bkp import BKP
 from firmware_models.flash import TYPICAL_TIMINGS, FlashInterface, FlashTimings
-from firmware_models.nvic import HARDFAULT, NMI, ExceptionController, exception_name
+from firmware_models.nvic import ExceptionController, exception_name
 from firmware_models.pwr import PWR
 from firmware_models.rcc import PERIPHERAL_CLOCKS, RCC
 from firmware_models.regs import BusError, Peripheral
@@ -65,6 +65,7 @@ MASKED_STEP_BUDGET = 200_000  # single-step at most this long while an IRQ waits
 THUMB_B_SELF = 0xE7FE  # "b ." : the idle loop of countless main()s
 THUMB_WFI = 0xBF30
 THUMB_WFE = 0xBF20
+EXC_RETURNS = (0xFFFFFFF1, 0xFFFFFFF9, 0xFFFFFFFD)
 SENTINEL_SRAM = 0xA5  # power-on SRAM fill, so reads of uninitialised memory stand out
 
 
@@ -288,6 +289,8 @@ class Machine:
     def start_from_table(self, msp: int, pc: int, source: str) -> None:
         """Load MSP and PC as the core does at reset (B1.5.5), from a vector table's words."""
         uc = self.uc
+        self._stop = None
+        self.cpu = CpuState()
         uc.reg_write(A.UC_ARM_REG_MSP, msp & 0xFFFFFFFC)
         uc.reg_write(A.UC_ARM_REG_PC, pc | 1)
         self.reset_msp, self.reset_pc = msp, pc
@@ -529,6 +532,8 @@ class Machine:
 
     def _lockup(self, e: Lockup) -> None:
         self.cpu.locked_up = True
+        for exc, address in self.exc.erased_vectors:
+            e.reason += f"; the vector for {exception_name(exc)} at 0x{address:08X} is erased (0xFFFFFFFF)"
         self.uc.reg_write(A.UC_ARM_REG_PC, 0xFFFFFFFF)
         self.port.event("lockup", reason=e.reason, fault_pc=e.pc)
         self._stop = StopReason("lockup", f"{e.reason}; faulting code at {self.symbol(e.pc)}", e.pc)
@@ -652,11 +657,16 @@ class Machine:
             if intno == 2:  # SVC: PC is already past the instruction
                 self._sync()
                 self.exc.svc(pc)
-            elif intno in (3, 8) and pc >= 0xFFFFFFF0 and self.exc.ipsr() != 0:
+            elif intno in (3, 8) and pc | 1 in EXC_RETURNS and self.exc.ipsr() != 0:
                 # A branch to EXC_RETURN in handler mode (B1.5.8); QEMU reports it with
                 # bit 0 of the target cleared.
                 self._sync()
                 self.exc.exception_return(pc | 1)
+            elif intno == 3:
+                # Instruction fetch from the execute-never system region, e.g. an erased
+                # (0xFFFFFFFF) vector: MemManage IACCVIOL (B3.5.1).
+                self._sync()
+                self.exc.fault("IACCVIOL", pc)
             elif intno == 7:  # BKPT: no debugger attached
                 self._stop = StopReason("breakpoint", f"BKPT at {self.symbol(pc)}", pc)
                 uc.emu_stop()

@@ -196,10 +196,7 @@ class Peripheral:
             return 0
         c, shift = loc
         reg = c.reg
-        if reg.on_read is not None:
-            value = getattr(self, reg.on_read)()
-        else:
-            value = self.values[reg.name]
+        value = getattr(self, reg.on_read)() if reg.on_read is not None else self.values[reg.name]
         value &= ~c.masks[Access.WO]
         return (value >> (8 * shift)) & ((1 << (8 * size)) - 1)
 

@@ -1,0 +1,115 @@
+"""The run summary: built once as data from the machine's events, then shown
+as a rich panel on stderr or written as JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from emulator.machine import Machine, StopReason
+from emulator.session import Board
+from firmware_models.nvic import exception_name
+from firmware_models.scb import CFSR_BITS, HFSR_BITS, decode_bits
+
+NS_PER_MS = 1_000_000
+
+
+def format_ns(ns: int) -> str:
+    if ns >= 1_000_000_000:
+        return f"{ns / 1e9:.6f} s"
+    if ns >= NS_PER_MS:
+        return f"{ns / 1e6:.3f} ms"
+    if ns >= 1000:
+        return f"{ns / 1e3:.3f} us"
+    return f"{ns} ns"
+
+
+def summary(board: Board, stop: StopReason, wall_s: float | None = None) -> dict[str, Any]:
+    m: Machine = board.machine
+    sym = m.symbol
+    faults = [{
+        "exception": exception_name(f.exception), "cause": f.cause, "pc": f.pc, "symbol": sym(f.pc),
+        "address": f.address, "time_ns": f.time_ns, "escalated": f.escalated,
+    } for f in m.faults]
+    cfsr, hfsr = m.scb["CFSR"], m.scb["HFSR"]
+    data: dict[str, Any] = {
+        "chip": m.chip.name,
+        "images": [{"path": str(i.path), "kind": i.kind, "start": i.start, "end": i.end,
+                    "label": i.label} for i in board.layout.images],
+        "reset": {"msp": m.reset_msp, "pc": m.reset_pc, "symbol": sym(m.reset_pc & ~1),
+                  "from_image_table": board.started_from_image_table},
+        "stop": {"reason": stop.kind, "detail": stop.detail, "pc": stop.pc, "symbol": sym(stop.pc),
+                 "clean": stop.clean},
+        "emulated_ns": m.now_ns,
+        "instructions": m.instructions,
+        "cycles": m.scheduler.cycles,
+        "sysclk_hz": m.port.clocks.sysclk,
+        "resets": m.resets,
+        "path": [{"time_ns": t, "function": name} for t, name in m.path],
+        "exceptions_taken": {exception_name(e): n for e, n in sorted(m.exc.taken_counts.items())},
+        "faults": faults,
+        "fault_registers": {"CFSR": cfsr, "HFSR": hfsr, "BFAR": m.scb["BFAR"], "MMFAR": m.scb["MMFAR"],
+                            "CFSR_bits": decode_bits(cfsr, CFSR_BITS), "HFSR_bits": decode_bits(hfsr, HFSR_BITS)},
+        "vtor": m.nvic.vtor,
+        "unmodelled": [{"peripheral": p, "offset": o, "count": n} for (p, o), n in m.port.unmodelled_seen.items()],
+        "guest_errors": [{"peripheral": p, "message": msg} for p, msg in m.port.guest_errors],
+        "events": [e.as_dict() for e in m.events[:500]],
+        "uart": {str(n): bytes(v).decode("latin-1") for n, v in getattr(m, "uart_output", {}).items()},
+    }
+    if wall_s is not None:
+        data["wall_s"] = round(wall_s, 4)
+    return data
+
+
+def to_json(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, default=str)
+
+
+def render(data: dict[str, Any], console: Console | None = None) -> None:
+    if console is None:
+        console = Console(stderr=True, highlight=False)
+        if not console.is_terminal:
+            console = Console(stderr=True, highlight=False, width=160)
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold cyan", no_wrap=True)
+    t.add_column(overflow="fold")
+    reset = data["reset"]
+    t.add_row("chip", data["chip"])
+    start = f"MSP 0x{reset['msp']:08X}, PC 0x{reset['pc']:08X} ({reset['symbol']})"
+    if reset["from_image_table"] is not None:
+        start += f"  (started from the image's own table at 0x{reset['from_image_table']:08X}, " \
+                 "as a debugger would; VTOR left at its reset value)"
+    t.add_row("reset", escape(start))
+    if data["path"]:
+        t.add_row("path", " → ".join(p["function"] for p in data["path"][:24])
+                  + (" …" if len(data["path"]) > 24 else ""))
+    if data["exceptions_taken"]:
+        t.add_row("exceptions", ", ".join(f"{k}×{v}" for k, v in data["exceptions_taken"].items()))
+    for f in data["faults"]:
+        where = f"{f['exception']} ({f['cause']}{', escalated' if f['escalated'] else ''}) at " \
+                f"0x{f['pc']:08X} {f['symbol']}"
+        if f["address"] is not None:
+            where += f", address 0x{f['address']:08X}"
+        t.add_row("fault", escape(where))
+    regs = data["fault_registers"]
+    if regs["CFSR"] or regs["HFSR"]:
+        t.add_row("fault regs", escape(f"CFSR=0x{regs['CFSR']:08X} [{' '.join(regs['CFSR_bits'])}]  "
+                                f"HFSR=0x{regs['HFSR']:08X} [{' '.join(regs['HFSR_bits'])}]  "
+                                f"BFAR=0x{regs['BFAR']:08X}"))
+    stop = data["stop"]
+    style = "green" if stop["clean"] else "bold red"
+    t.add_row("ended", f"[{style}]{stop['reason']}[/]: {escape(stop['detail'])}")
+    t.add_row("time", f"{format_ns(data['emulated_ns'])} emulated, {data['instructions']:,} instructions, "
+                      f"SYSCLK {data['sysclk_hz'] / 1e6:g} MHz"
+              + (f", {data['wall_s']:.3f} s wall" if "wall_s" in data else ""))
+    if data["resets"]:
+        t.add_row("resets", str(data["resets"]))
+    for u in data["unmodelled"][:10]:
+        t.add_row("unmodelled", f"{u['peripheral']}+0x{u['offset']:03X} ×{u['count']}")
+    for g in data["guest_errors"][:10]:
+        t.add_row("firmware error", escape(f"{g['peripheral']}: {g['message']}"))
+    console.print(t)
