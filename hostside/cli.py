@@ -190,10 +190,11 @@ class ProgressView:
         self._tasks: dict[str, Any] = {}
         if enabled:
             from rich.console import Console
-            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
+                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[amount]}"),
+                TimeElapsedColumn(),
                 console=Console(file=stream), transient=False,
             )
 
@@ -218,12 +219,18 @@ class ProgressView:
         task = self._tasks.get(ev.phase)
         total = ev.total or None
         if task is None:
-            task = self._progress.add_task(ev.phase.capitalize(), total=total)
+            task = self._progress.add_task(ev.phase.capitalize(), total=total, amount="")
             self._tasks[ev.phase] = task
         desc = ev.phase.capitalize()
         if ev.timing is not None and ev.address is not None:
             desc = f"{desc} 0x{ev.address:08X} busy {ev.timing.elapsed_ns / 1e6:.1f} ms"
-        self._progress.update(task, completed=ev.done, total=total, description=desc)
+        if ev.phase == "erase":
+            amount = f"{ev.done}/{ev.total} pages" if ev.total else f"{ev.done} pages"
+        elif ev.phase in ("download", "upload", "verify"):
+            amount = f"{ev.done / 1024:.1f}/{ev.total / 1024:.1f} KiB" if ev.total else f"{ev.done / 1024:.1f} KiB"
+        else:
+            amount = ""
+        self._progress.update(task, completed=ev.done, total=total, description=desc, amount=amount)
 
 
 # -- device selection ------------------------------------------------------------------------------

@@ -423,7 +423,12 @@ class DfuClient:
         polls = waited = zero_polls = 0
         first = True
         while True:
-            st = self.get_status()
+            try:
+                st = self.get_status()
+            except DfuTimeout as exc:
+                # The device is still busy (ST's class runs erases inside the USB interrupt).
+                raise DfuTimeout(f"GETSTATUS after {context}",
+                                 f"no answer within {self.timeout_ms} ms") from exc
             polls += 1
             if st.is_error:
                 raise DfuError(st.status, st.state, context)
