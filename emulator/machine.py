@@ -60,7 +60,7 @@ from firmware_models.usb import UsbDevice
 
 log = logging.getLogger("emulator.machine")
 
-MAX_SLICE = 1 << 20
+MAX_SLICE = 1 << 16  # bounds how long an idle loop runs before it is noticed
 MASKED_STEP_BUDGET = 200_000  # single-step at most this long while an IRQ waits on PRIMASK
 THUMB_B_SELF = 0xE7FE  # "b ." : the idle loop of countless main()s
 THUMB_WFI = 0xBF30
@@ -331,14 +331,14 @@ class Machine:
                 if not self._sleep(deadline):
                     return self._stop  # type: ignore[return-value]
                 continue
-            if deadline is not None and self.scheduler.now_ns >= deadline:
-                return StopReason("time-budget", f"{max_ns} ns of emulated time", self.pc)
-            if instr_limit is not None and self.instructions >= instr_limit:
-                return StopReason("instruction-budget", f"{max_instructions} instructions", self.pc)
             if self._idle_loop():
                 if not self._sleep(deadline, spinning=True):
                     return self._stop  # type: ignore[return-value]
                 continue
+            if deadline is not None and self.scheduler.now_ns >= deadline:
+                return StopReason("time-budget", f"{max_ns} ns of emulated time", self.pc)
+            if instr_limit is not None and self.instructions >= instr_limit:
+                return StopReason("instruction-budget", f"{max_instructions} instructions", self.pc)
             self._run_slice(deadline, instr_limit)
 
     def _take_pending_exception(self) -> bool:

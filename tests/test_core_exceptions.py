@@ -1,0 +1,141 @@
+"""Exception-model behaviours of the emulated Cortex-M3, on tiny hand-assembled images."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from emulator.chips import get_chip
+from emulator.machine import Machine
+from tests.thumb import B_SELF, BX_LR, CPSID_I, CPSIE_I, SVC0, UDF, WFI, image, with_pool
+
+MARKER = 0x2000_0100
+NVIC_ISER0, NVIC_ISPR0 = 0xE000_E100, 0xE000_E200
+STR_R1_R0 = struct.pack("<H", 0x6001)
+LDR_R1_R0 = struct.pack("<H", 0x6801)
+LDR_R2_R0 = struct.pack("<H", 0x6802)
+ADDS_R1_1 = struct.pack("<H", 0x3101)
+
+
+def boot(flash: bytes) -> Machine:
+    m = Machine(get_chip("rc"))
+    m.load_flash(flash)
+    m.power_on()
+    return m
+
+
+def marker_handler(value: int = 1) -> bytes:
+    return with_pool([("ldr", 0, 0), ("ldr", 1, 1), STR_R1_R0, BX_LR], [MARKER, value])
+
+
+def word(m: Machine, address: int) -> int:
+    return m.read_word(address)
+
+
+def test_empty_loop_with_nothing_scheduled_is_a_clean_idle_end():
+    m = boot(image(B_SELF))
+    stop = m.run(max_ns=10_000_000)
+    assert stop.kind == "idle" and stop.clean
+
+
+def test_spinning_with_interrupts_disabled_is_reported_as_a_hang():
+    m = boot(image(CPSID_I + B_SELF))
+    stop = m.run(max_ns=10_000_000)
+    assert stop.kind == "hang" and not stop.clean
+
+
+def test_svc_runs_its_handler_and_returns_to_thread_mode():
+    code = SVC0 + B_SELF
+    m = boot(image(code, {11: marker_handler()}))
+    stop = m.run(max_ns=1_000_000)
+    assert stop.kind == "idle"
+    assert word(m, MARKER) == 1
+    assert m.reg("ipsr") == 0
+    assert m.exc.taken_counts == {11: 1}
+
+
+def test_pending_enabled_irq_is_taken_and_returns():
+    code = with_pool([("ldr", 0, 0), ("ldr", 1, 2), STR_R1_R0, ("ldr", 0, 1), STR_R1_R0, B_SELF],
+                     [NVIC_ISER0, NVIC_ISPR0, 1 << 3])
+    m = boot(image(code, {16 + 3: marker_handler()}))
+    m.run(max_ns=1_000_000)
+    assert word(m, MARKER) == 1
+    assert m.reg("ipsr") == 0
+
+
+def test_primask_holds_an_irq_until_the_instruction_after_cpsie():
+    # cpsid i; enable+pend IRQ3; r1 = marker (handler not run yet); cpsie i; r2 = marker
+    code = with_pool([CPSID_I, ("ldr", 0, 0), ("ldr", 1, 2), STR_R1_R0, ("ldr", 0, 1), STR_R1_R0,
+                      ("ldr", 0, 3), LDR_R1_R0, CPSIE_I, LDR_R2_R0, B_SELF],
+                     [NVIC_ISER0, NVIC_ISPR0, 1 << 3, MARKER])
+    m = boot(image(code, {16 + 3: marker_handler()}))
+    m.run(max_ns=1_000_000)
+    assert m.reg("r1") == 0xA5A5A5A5  # the SRAM sentinel: the handler had not run
+    assert m.reg("r2") == 1  # taken right after CPSIE, before the next load
+
+
+def test_undefined_instruction_escalates_to_hardfault_when_usagefault_is_disabled():
+    m = boot(image(UDF))
+    stop = m.run(max_ns=1_000_000)
+    assert stop.kind == "fault-hang"
+    assert m.scb["CFSR"] >> 16 & 1  # UNDEFINSTR
+    assert m.scb["HFSR"] >> 30 & 1  # FORCED
+    assert m.faults[0].cause == "UNDEFINSTR" and m.faults[0].escalated
+
+
+def test_reset_vector_without_thumb_bit_takes_an_invstate_hardfault():
+    m = boot(image(B_SELF, reset_thumb=False))
+    m.run(max_ns=1_000_000)
+    assert m.faults[0].cause == "INVSTATE"
+    assert m.scb["CFSR"] >> 17 & 1
+
+
+def test_sysresetreq_resets_the_chip_and_sets_sftrstf():
+    code = with_pool([("ldr", 0, 0), ("ldr", 1, 1), STR_R1_R0, B_SELF], [0xE000ED0C, 0x05FA0004])
+    m = boot(image(code))
+    m.run(max_instructions=20)
+    assert m.resets >= 1
+    assert m.rcc["CSR"] >> 28 & 1  # SFTRSTF
+    assert any(e.kind == "reset" and e.data.get("cause") == "software" for e in m.events)
+
+
+def test_aircr_write_without_vectkey_is_ignored():
+    code = with_pool([("ldr", 0, 0), ("ldr", 1, 1), STR_R1_R0, B_SELF], [0xE000ED0C, 0x00000004])
+    m = boot(image(code))
+    m.run(max_ns=1_000_000)
+    assert m.resets == 0
+
+
+def test_systick_interrupts_every_millisecond_at_8_mhz_while_the_cpu_sleeps():
+    # counter = 0; SysTick LOAD=7999 VAL=0 CTRL=7 (HCLK, TICKINT, ENABLE); loop: wfi; b loop
+    code = with_pool([("ldr", 0, 0), ("ldr", 1, 4), STR_R1_R0,
+                      ("ldr", 0, 1), ("ldr", 1, 3), STR_R1_R0,
+                      ("ldr", 0, 2), ("ldr", 1, 5), STR_R1_R0,
+                      WFI, bytes.fromhex("fde7")],  # b back to wfi
+                     [MARKER, 0xE000E014, 0xE000E010, 7999, 0, 7])
+    handler = with_pool([("ldr", 0, 0), LDR_R1_R0, ADDS_R1_1, STR_R1_R0, BX_LR], [MARKER])
+    m = boot(image(code, {15: handler}))
+    m.run(max_ns=10_500_000)
+    assert word(m, MARKER) == 10
+
+
+def test_same_image_gives_identical_events_and_cycles_twice():
+    def once():
+        code = with_pool([("ldr", 0, 0), ("ldr", 1, 4), STR_R1_R0, ("ldr", 0, 1), ("ldr", 1, 3), STR_R1_R0,
+                          ("ldr", 0, 2), ("ldr", 1, 5), STR_R1_R0, WFI, bytes.fromhex("fde7")],
+                         [MARKER, 0xE000E014, 0xE000E010, 799, 0, 7])
+        handler = with_pool([("ldr", 0, 0), LDR_R1_R0, ADDS_R1_1, STR_R1_R0, BX_LR], [MARKER])
+        m = boot(image(code, {15: handler}))
+        m.run(max_ns=3_000_000)
+        return [e.as_dict() for e in m.events], m.scheduler.cycles, m.instructions
+    assert once() == once()
+
+
+@pytest.mark.parametrize("address", [0x6000_0000, 0x2001_0000])
+def test_load_from_unmapped_memory_is_a_precise_busfault_with_bfar(address):
+    code = with_pool([("ldr", 0, 0), LDR_R1_R0, B_SELF], [address])
+    m = boot(image(code))
+    m.run(max_ns=1_000_000)
+    assert m.faults[0].cause == "PRECISERR"
+    assert m.scb["BFAR"] == address
