@@ -78,10 +78,12 @@ class GPIO(Peripheral):
         self._lock_value = 0
         self._labels_read: set[int] = set()
         self._last_cr = "CRL"
+        self._cfg: list[tuple[int, int]] = [(0, 1)] * 16
         super().__init__(port, name)
 
     def reset(self) -> None:
         super().reset()
+        self._refresh_cfg()
         self._locked = False
         self._lock_step = 0
         self._labels_read = set()
@@ -89,9 +91,11 @@ class GPIO(Peripheral):
 
     # -- pin configuration ------------------------------------------------------------------
     def _nibble(self, pin: int) -> tuple[int, int]:
-        reg = "CRL" if pin < 8 else "CRH"
-        v = (self.values[reg] >> (4 * (pin & 7))) & 0xF
-        return v & 3, v >> 2  # MODE, CNF
+        return self._cfg[pin]  # (MODE, CNF), refreshed on every CRL/CRH change
+
+    def _refresh_cfg(self) -> None:
+        word = self.values["CRH"] << 32 | self.values["CRL"]
+        self._cfg = [((word >> (4 * p)) & 3, (word >> (4 * p + 2)) & 3) for p in range(16)]
 
     def is_output(self, pin: int) -> bool:
         """Is ``pin`` configured as an output (general purpose or alternate function)?"""
@@ -183,6 +187,7 @@ class GPIO(Peripheral):
             if (new ^ old) & mask:
                 self.port.guest_error(self.name, f"{reg} write to pins locked by LCKR: those pins unchanged")
             self.values[reg] = (new & ~mask) | (old & mask)
+        self._refresh_cfg()
         for pin in range(0 if reg == "CRL" else 8, 8 if reg == "CRL" else 16):
             mode, cnf = self._nibble(pin)
             if mode == 0 and cnf == 3:
