@@ -262,7 +262,14 @@ def _open_emulated(boot_image: str, options: list[str]) -> tuple[Transport, Call
     open_emulated = getattr(mod, "open_emulated", None)
     if open_emulated is None:
         raise CliError(EX_UNAVAILABLE, EMULATION_MISSING)
-    target = open_emulated(boot_image, options)
+    try:
+        target = open_emulated(boot_image, options)
+    except CliError:
+        raise
+    except FileNotFoundError as exc:
+        raise CliError(EX_NOINPUT, f"cannot start the emulator: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the emulator raises becomes one line
+        raise CliError(EX_SOFTWARE, f"cannot start the emulator: {type(exc).__name__}: {exc}") from None
     return PyUsbTransport(target.device, wait_ms=target.wait_ms, now_ns=target.now_ns), target.close
 
 

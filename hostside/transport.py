@@ -261,10 +261,12 @@ class PyUsbTransport:
                     )
                 )
                 if functional is None:
-                    functional = _find_functional(bytes(intf.extra_descriptors))
+                    functional = _find_functional(bytes(getattr(intf, "extra_descriptors", b"") or b""))
             if functional is None and alts:
                 # Some devices put the functional descriptor after the interfaces.
                 functional = _find_functional(bytes(getattr(cfg, "extra_descriptors", b"") or b""))
+            if functional is None and alts:
+                functional = self._functional_from_config(cfg.index)
         ports = getattr(dev, "port_numbers", None) or ()
         path = f"{dev.bus}-{'.'.join(str(p) for p in ports)}" if ports else str(getattr(dev, "bus", "") or "")
         self._info = DeviceInfo(
@@ -281,6 +283,18 @@ class PyUsbTransport:
             product=self._string(dev.iProduct),
         )
         return self._info
+
+
+    def _functional_from_config(self, index: int) -> DfuFunctionalDescriptor | None:
+        """GET_DESCRIPTOR(CONFIGURATION) and walk it (USB 2.0 §9.4.3), for backends that keep no
+        class-specific descriptors."""
+        try:
+            head = self.control_in(0x80, 6, 0x0200 | index, 0, 9, DEFAULT_TIMEOUT_MS)
+            total = struct.unpack_from("<H", head, 2)[0] if len(head) >= 4 else 0
+            raw = self.control_in(0x80, 6, 0x0200 | index, 0, total, DEFAULT_TIMEOUT_MS) if total else b""
+        except TransportError:
+            return None
+        return _find_functional(raw)
 
 
 def _find_functional(extra: bytes) -> DfuFunctionalDescriptor | None:

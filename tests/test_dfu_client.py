@@ -458,3 +458,65 @@ def test_finding_devices_without_libusb_raises_a_clear_error(monkeypatch: pytest
     monkeypatch.setattr(usb.core, "find", no_backend)
     with pytest.raises(NoUsbBackend, match="libusb"):
         find_pyusb_transports()
+
+
+class _Intf:
+    def __init__(self, alt: int, name_index: int, extra: bytes) -> None:
+        self.bInterfaceClass, self.bInterfaceSubClass, self.bInterfaceProtocol = 0xFE, 0x01, 0x02
+        self.bInterfaceNumber, self.bAlternateSetting, self.iInterface = 0, alt, name_index
+        self.extra_descriptors = list(extra)
+
+
+class _Cfg(list):
+    bConfigurationValue = 1
+    index = 0
+    extra_descriptors: list[int] = []
+
+
+class _PyUsbLikeDevice:
+    """Just the attributes PyUsbTransport reads from a pyusb Device."""
+
+    idVendor, idProduct, bcdDevice = 0x0483, 0xDF11, 0x0200
+    iSerialNumber, iManufacturer, iProduct = 3, 1, 2
+    bus, address, port_numbers = 1, 9, (4, 2)
+
+    def __init__(self, extra: bytes, config_blob: bytes = b"") -> None:
+        self.cfg = _Cfg([_Intf(0, 4, extra), _Intf(1, 5, b"")])
+        self.config_blob = config_blob
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter([self.cfg])
+
+    def ctrl_transfer(self, rt: int, req: int, value: int, index: int, length: object, timeout: int) -> bytes:
+        assert (rt, req, value) == (0x80, 6, 0x0200)
+        return self.config_blob[: int(length)]  # type: ignore[call-overload]
+
+
+_STRINGS = {1: "STMicroelectronics", 2: "DFU", 3: "5CE4826C3236", 4: "@Internal Flash  /0x08000000/16*002Ka,112*002Kg",
+            5: "@Option Bytes  /0x1FFFF800/01*016 e"}
+
+
+def test_pyusb_descriptors_give_alt_names_functional_descriptor_and_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import usb.util
+
+    monkeypatch.setattr(usb.util, "get_string", lambda dev, i, langid=None: _STRINGS[i])
+    fd = DfuFunctionalDescriptor(0x0B, 255, 1024, 0x011A)
+    info = PyUsbTransport(_PyUsbLikeDevice(fd.build())).device_info()
+    assert [a.name for a in info.alt_settings] == [_STRINGS[4], _STRINGS[5]]
+    assert info.functional == fd and info.serial == "5CE4826C3236" and info.path == "1-4.2"
+    assert (info.vid, info.pid, info.devnum, info.configuration) == (0x0483, 0xDF11, 9, 1)
+
+
+def test_pyusb_functional_descriptor_falls_back_to_the_configuration_descriptor(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import struct as _struct
+
+    import usb.util
+
+    monkeypatch.setattr(usb.util, "get_string", lambda dev, i, langid=None: _STRINGS[i])
+    fd = DfuFunctionalDescriptor(0x09, 100, 4096, 0x011A)
+    intf = bytes([9, 4, 0, 0, 0, 0xFE, 1, 2, 4])
+    body = intf + fd.build()
+    blob = _struct.pack("<BBHBBBBB", 9, 2, 9 + len(body), 1, 1, 0, 0x80, 50) + body
+    info = PyUsbTransport(_PyUsbLikeDevice(b"", blob)).device_info()
+    assert info.functional == fd

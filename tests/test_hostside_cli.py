@@ -351,3 +351,36 @@ def test_emulate_opens_the_target_with_pass_through_options_and_closes_it(
     assert (code, err.getvalue()) == (0, "")
     assert calls == {"args": ("boot.elf", ["--chip", "rc", "--boot1=0"]), "wrapped": True, "closed": True}
     assert dev.read_flash(APP, 5000) == app_bin.read_bytes()
+
+
+def test_emulator_start_failure_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def open_emulated(boot_image: str, options: list[str]) -> None:
+        raise FileNotFoundError(boot_image)
+
+    module = types.ModuleType("emulator.dfu_target")
+    module.open_emulated = open_emulated  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "emulator.dfu_target", module)
+    code, _, err = run(["--emulate", "missing.elf", "-l"])
+    assert code == 66 and "cannot start the emulator" in one_error_line(err)
+
+
+# -- detach and reset --------------------------------------------------------------------------------------------
+def test_detach_sends_dfu_detach_with_the_timeout() -> None:
+    dev = DfuseDeviceDouble()
+    code, out, _ = run(["-e"], dev)
+    assert code == 0 and "Sent DFU_DETACH" in out
+    assert [(r.request, r.value) for r in dev.log] == [("DETACH", 1000)]
+
+
+def test_reset_option_resets_the_device_after_download(app_bin: Path) -> None:
+    dev = DfuseDeviceDouble()
+    code, out, _ = run(["-R", "-s", "0x08008000", "-D", str(app_bin)], dev)
+    assert code == 0 and dev.commands()[-1] == "RESET" and "Reset the device" in out
+
+
+def test_plain_dfu_upload_reads_until_the_short_block(tmp_path: Path) -> None:
+    dev = DfuseDeviceDouble(dfuse=False, transfer_size=1024, flash_size=2500)
+    dev.flash[:] = bytes(range(250)) * 10
+    f = tmp_path / "all.bin"
+    code, _, _ = run(["-U", str(f)], dev)
+    assert code == 0 and f.read_bytes() == bytes(dev.flash)
