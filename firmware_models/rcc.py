@@ -201,6 +201,12 @@ class RCC(Peripheral):
         keep_flags = self.values.get("CSR", 0x0C00_0000) & self._CSR_FLAGS
         for key in [k for k in self._timers if k != "LSE"]:
             self._cancel(key)
+        lse = self._timers.pop("LSE", None)
+        if lse is not None:
+            # The LSE keeps starting up through a system reset (backup domain).  Re-arm it in
+            # case the machine cleared its scheduler for the reset.
+            self.port.cancel(lse)
+            self._schedule("LSE", max(0, lse.due_ns - self.port.now_ns()), lambda: self._became_ready("LSE"))
         super().reset()
         self.values["BDCR"] = keep_bdcr
         self.values["CSR"] = keep_flags

@@ -580,3 +580,13 @@ def test_system_reset_stops_lsi() -> None:
     rcc.reset()
     port.advance(1 * MS)
     assert rd(rcc, "CSR") & 0b11 == 0
+
+
+def test_lse_startup_continues_through_a_system_reset_that_clears_the_scheduler() -> None:
+    port, rcc = make(lse_startup_ns=1_000 * MS)
+    wr(rcc, "BDCR", 1)
+    port.advance(400 * MS)
+    port.scheduler.clear()  # what the machine does on a system reset
+    rcc.reset()
+    port.advance(600 * MS)
+    assert rd(rcc, "BDCR") & 0b10
