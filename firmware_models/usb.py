@@ -336,7 +336,10 @@ class UsbDevice(Peripheral):
         self._wake_if_suspended()
         self._usb_reset()
         self._reset_frames = True
-        self._arm_frame_timer(self.port.now_ns())
+        # The end of reset starts frame timing afresh: the first SOF is due 1 ms later.
+        self._last_sof_ns = self.port.now_ns()
+        if self._frame_timer is None:
+            self._arm_frame_timer(self._last_sof_ns)
         self.port.event("usb_state", state="bus_reset")
 
     def resume(self) -> None:

@@ -68,6 +68,7 @@ class UsbError(Exception):
 
     errno: int = errno_codes.EIO
     urb_status: int = -errno_codes.EIO
+    partial: bytes = b""  # data an IN control transfer had received before failing
 
 
 class UsbNotAttached(UsbError):
@@ -526,12 +527,12 @@ class VirtualHost:
         if not is_in:
             urb.data = b""
         deadline = self.wire.now_ns() + int(timeout_ms * NS_PER_MS)
+        received = bytearray()
         try:
             if not self.wire.attached():
                 raise UsbNotAttached("device not attached")
             self._do_setup(addr, setup, deadline)
             if is_in:
-                received = bytearray()
                 pid = DataPid.DATA1
                 while len(received) < length:
                     chunk, got_pid = self._do_in(addr, 0, deadline)
@@ -560,6 +561,8 @@ class VirtualHost:
                     raise UsbBabble(f"device sent {len(status)} bytes in the status stage")
                 result = length
         except UsbError as exc:
+            if is_in:
+                exc.partial = urb.data = bytes(received)
             self._complete(urb, exc.urb_status)
             self._pay_bus_time()
             raise
@@ -730,8 +733,15 @@ class VirtualHost:
         self.device = None
         self.wait_attached()
         self.bus_reset()
-        head = self.get_descriptor(0, DT_DEVICE, 0, first_request, timeout_ms=timeout_ms,
-                                   ep0_mps=64 if first_request >= 64 else 8)
+        try:
+            head = self.get_descriptor(0, DT_DEVICE, 0, first_request, timeout_ms=timeout_ms,
+                                       ep0_mps=64 if first_request >= 64 else 8)
+        except (UsbStall, UsbTimeout, UsbProtocolError) as exc:
+            # Like Linux's hub_port_init: what counts is that the first 8 bytes
+            # arrived; a failed status stage of this first read is forgiven.
+            if len(exc.partial) < 8:
+                raise
+            head = exc.partial
         if len(head) < 8 or head[1] != DT_DEVICE:
             raise UsbProtocolError(f"bad first device descriptor read: {head.hex()}")
         mps0 = head[7]

@@ -247,6 +247,7 @@ class FakeUsbFirmware:
     def on_setup(self, setup: bytes) -> None:
         self.requests.append(setup)
         self.set_ep_kind(0, False)
+        self.in_remaining, self.in_zlp = b"", False
         if self.behaviour.nak_forever:
             return
         bm, req, value, index, length = struct.unpack("<BBHHH", setup)
@@ -284,10 +285,10 @@ class FakeUsbFirmware:
         self.pma_write(EP0_TX, chunk)
         self.bdt_write(0, 1, len(chunk))
         self.set_stat_tx(0, VALID)
-        if not self.in_remaining and not self.in_zlp:
-            # Last data packet queued: accept the status OUT (zero length only).
-            self.set_ep_kind(0, True)
-            self.set_stat_rx(0, VALID)
+        # Accept the status OUT (zero length only) from now on: a host may end
+        # the data stage early (Linux's first 64-byte read of an 8-byte EP0).
+        self.set_ep_kind(0, True)
+        self.set_stat_rx(0, VALID)
 
     def send_status_in(self) -> None:
         self.bdt_write(0, 1, 0)
