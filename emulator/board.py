@@ -42,7 +42,8 @@ class Slot:
 
 
 def _gpio(letter: str) -> Factory:
-    return lambda m: GPIO(m.port, name=f"GPIO{letter}")
+    labels = {2: "BOOT1"} if letter == "B" else None  # BOOT1 is PB2 (RM0008 §3.4)
+    return lambda m: GPIO(m.port, name=f"GPIO{letter}", labels=labels)
 
 
 def _usart(n: int) -> Factory:
@@ -51,7 +52,7 @@ def _usart(n: int) -> Factory:
 
 BOARD: tuple[Slot, ...] = (
     # APB1 (RM0008 §3.3, Table 3)
-    Slot("IWDG", 0x4000_3000, lambda m: IWDG(m.port)),
+    Slot("IWDG", 0x4000_3000, lambda m: IWDG(m.port, start_lsi=m.rcc.force_lsi_on)),
     Slot("USART2", 0x4000_4400, _usart(2), clock="USART2"),
     Slot("USART3", 0x4000_4800, _usart(3), clock="USART3"),
     Slot("USB", 0x4000_5C00, lambda m: m.usb, clock="USB"),

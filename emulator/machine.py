@@ -25,6 +25,7 @@ from unicorn import (
     UC_ERR_READ_UNMAPPED,
     UC_ERR_WRITE_PROT,
     UC_ERR_WRITE_UNMAPPED,
+    UC_HOOK_CODE,
     UC_HOOK_INTR,
     UC_HOOK_MEM_UNMAPPED,
     UC_HOOK_MEM_WRITE_PROT,
@@ -39,6 +40,7 @@ from unicorn import (
 )
 from unicorn import arm_const as A
 
+from emulator import insn_traps
 from emulator import memory as mm
 from emulator.board import BOARD
 from emulator.bus import Bus
@@ -120,6 +122,8 @@ class Machine:
         self._unmapped: tuple[int, int] | None = None  # (access, address) of the last unmapped access
         self._internal_error: BaseException | None = None
         self._masked_steps = 0
+        self._trapped: set[int] = set()
+        self._poll = _PollDetector()
         self._build_core()
         self._build_models()
         self._map_memory()
@@ -141,6 +145,7 @@ class Machine:
         self.bkp = BKP(port, write_enabled=lambda: bool(self.pwr.field("CR", "DBP")))
         self.rcc = RCC(port, backup_write_enabled=lambda: bool(self.pwr.field("CR", "DBP")))
         self.rcc.on_peripheral_reset = self._peripheral_reset  # type: ignore[method-assign]
+        self.rcc.on_backup_domain_reset = self.bkp.backup_domain_reset  # type: ignore[method-assign]
         self.scb = SCB(port, self.nvic, ipsr=lambda: self.uc.reg_read(A.UC_ARM_REG_IPSR) & 0x1FF)
         self.systick = SysTick(port, pend=lambda: self.nvic.set_pending(15))
         self.usb = UsbDevice(port)
@@ -250,6 +255,7 @@ class Machine:
         self.uc.mem_write(self.chip.sram_base, bytes([SENTINEL_SRAM]) * self.chip.sram_size)
         self.rcc.note_reset("power_on")
         self.port.event("reset", cause="power_on")
+        self._scan_traps()
         self._cpu_reset()
 
     def system_reset(self, cause: str) -> None:
@@ -260,6 +266,7 @@ class Machine:
             model.reset()
         self.rcc.note_reset(cause)
         self.port.event("reset", cause=cause)
+        self._scan_traps()
         self._cpu_reset()
 
     def _all_models(self) -> list[Peripheral]:
@@ -325,9 +332,17 @@ class Machine:
                 if not self._wait_for_event(deadline):
                     return self._stop or StopReason("lockup", "core is locked up", self.pc)
                 continue
+            if self.port.stalled_until_ns > self.scheduler.now_ns and self._fetching_from_flash():
+                # The flash is busy programming or erasing: instruction fetches (and the
+                # vector fetch of any interrupt) wait, timers keep running (PM0075 §2.3).
+                nxt = self.scheduler.next_due()
+                stall = self.port.stalled_until_ns
+                if not self._skip_to(stall if nxt is None else min(stall, nxt), deadline):
+                    return self._stop  # type: ignore[return-value]
+                continue
             if self._take_pending_exception():
                 continue
-            if self.cpu.sleeping or self.port.stalled_until_ns > self.scheduler.now_ns:
+            if self.cpu.sleeping:
                 if not self._sleep(deadline):
                     return self._stop  # type: ignore[return-value]
                 continue
@@ -360,12 +375,21 @@ class Machine:
         _, faultmask, basepri = self.exc.masks()
         return self.nvic.can_preempt(exc, False, faultmask, basepri)
 
+    def _fetching_from_flash(self) -> bool:
+        pc = self.pc
+        return self.chip.in_flash(pc) or (not self.boot0 and pc < self.chip.flash_size)
+
+    def _skip_to(self, target: int, deadline: int | None) -> bool:
+        if deadline is not None and target > deadline:
+            self.scheduler.advance_to(deadline, self.port.clocks.hclk)
+            self._stop = StopReason("time-budget", "emulated time budget spent", self.pc)
+            return False
+        self.scheduler.advance_to(target, self.port.clocks.hclk)
+        return True
+
     def _sleep(self, deadline: int | None, spinning: bool = False) -> bool:
-        """Skip time to the next event while the CPU sleeps, spins or stalls; False = stop."""
-        now = self.scheduler.now_ns
-        if self.port.stalled_until_ns > now:
-            target = self.port.stalled_until_ns
-        elif self.cpu.sleeping and self._wakeup_pending():
+        """Skip time to the next event while the CPU sleeps or spins; False = stop."""
+        if self.cpu.sleeping and self._wakeup_pending():
             self.cpu.sleeping = False
             return True
         else:
@@ -381,12 +405,7 @@ class Machine:
             if spinning and self.exc.execution_priority() <= 0 and not self._could_wake_masked():
                 self._stop = self._hang_reason(self.symbol(self.pc))
                 return False
-        if deadline is not None and target > deadline:
-            self.scheduler.advance_to(deadline, self.port.clocks.hclk)
-            self._stop = StopReason("time-budget", "emulated time budget spent", self.pc)
-            return False
-        self.scheduler.advance_to(target, self.port.clocks.hclk)
-        return True
+        return self._skip_to(target, deadline)
 
     def _could_wake_masked(self) -> bool:
         # A spin with PRIMASK set can only be left through NMI; we have no NMI source.
@@ -462,6 +481,31 @@ class Machine:
             self._fault(cause, fpc, addr, ret)
         elif executed < budget and self._stop is None and self._just_executed_wfi():
             self.cpu.sleeping = True
+        elif self._poll.period and self._stop is None:
+            self._fast_forward_poll(deadline, instr_limit)
+
+    def _fast_forward_poll(self, deadline: int | None, instr_limit: int | None) -> None:
+        """Skip whole iterations of a stateless polling loop up to the next event.
+
+        The loop re-reads a register that only an event can change, with every
+        CPU register identical from one iteration to the next, so each skipped
+        iteration would have done exactly the same thing.  Time and the
+        instruction count advance as if they had run.
+        """
+        period = self._poll.period
+        self._poll.forget()
+        due = self.scheduler.next_due()
+        if deadline is not None:
+            due = deadline if due is None else min(due, deadline)
+        if due is None:
+            return  # nothing will ever change the register: the idle detector ends the run
+        hz = self.port.clocks.hclk
+        iterations = (self.scheduler.cycles_until(due, hz) - 1) // period
+        if instr_limit is not None:
+            iterations = min(iterations, (instr_limit - self.instructions) // period)
+        if iterations > 0:
+            self._advance(iterations * period)
+            self.instructions += iterations * period
 
     def _just_executed_wfi(self) -> bool:
         try:
@@ -569,13 +613,16 @@ class Machine:
     def _mmio_read(self, handler: Callable[[int, int], int], base: int = 0) -> Callable[..., int]:
         def cb(uc: Uc, offset: int, size: int, _ud: object) -> int:
             self._sync()
-            value = self._guard(lambda: handler(base + offset, size), 0)
-            return int(value or 0) & ((1 << (8 * size)) - 1)
+            value = int(self._guard(lambda: handler(base + offset, size), 0) or 0) & ((1 << (8 * size)) - 1)
+            if self._in_slice and self._poll.read(self, base + offset, value):
+                self._request_stop()
+            return value
         return cb
 
     def _mmio_write(self, handler: Callable[[int, int, int], None], base: int = 0) -> Callable[..., None]:
         def cb(uc: Uc, offset: int, size: int, value: int, _ud: object) -> None:
             self._sync()
+            self._poll.forget()
             self._guard(lambda: handler(base + offset, size, value))
         return cb
 
@@ -688,6 +735,60 @@ class Machine:
         if not self.boot0:
             self.uc.ctl_remove_cache(begin, end)
 
+    # -- instructions Unicorn gets wrong for a Cortex-M3 (see insn_traps) ---------------------
+    def _scan_traps(self) -> None:
+        data = bytes(self.flash_buffer.view)
+        bases = [self.chip.flash_base] + ([] if self.boot0 else [mm.BOOT_ALIAS])
+        for base in bases:
+            for address in insn_traps.find_divides(data, base):
+                self._add_trap(address, self._divide_trap)
+            for address in insn_traps.find_msr_basepri(data, base):
+                self._add_trap(address, self._msr_basepri_trap)
+
+    def _add_trap(self, address: int, callback: Callable[..., None]) -> None:
+        if address in self._trapped:
+            return
+        self._trapped.add(address)
+        self.uc.hook_add(UC_HOOK_CODE, callback, begin=address, end=address)
+        self.uc.ctl_remove_cache(address, address + 4)
+
+    def _words(self, address: int) -> tuple[int, int]:
+        first, second = struct.unpack("<HH", self.uc.mem_read(address, 4))
+        return first, second
+
+    def _divide_trap(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+        try:
+            first, second = self._words(address)
+            if (first & 0xFFD0) != 0xFB90 or (second & 0xF0F0) != 0xF0F0:
+                return  # the bytes changed since the scan
+            _, _, _, rm = insn_traps.decode_divide(first, second)
+            if self.scb.ccr("DIV_0_TRP") and uc.reg_read(getattr(A, f"UC_ARM_REG_R{rm}")) == 0:
+                self._sync()
+                self.exc.fault("DIVBYZERO", address)  # UsageFault before the divide (B3.2.8)
+        except Lockup as e:
+            self._lockup(e)
+            uc.emu_stop()
+        except BaseException as e:  # noqa: BLE001
+            self._internal_error = e
+            uc.emu_stop()
+
+    def _msr_basepri_trap(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+        try:
+            first, second = self._words(address)
+            if (first & 0xFFF0) != 0xF380 or (second & 0xFF00) != 0x8800 or (second & 0xFF) not in (17, 18):
+                return
+            rn, sysm = insn_traps.decode_msr(first, second)
+            # Only BASEPRI[7:4] exist on the STM32F1 (4 priority bits, PM0056 §2.1.3).
+            value = uc.reg_read(getattr(A, f"UC_ARM_REG_R{rn}")) & self.nvic.priority_mask
+            current = uc.reg_read(A.UC_ARM_REG_BASEPRI)
+            if sysm == 17 or (value and (current == 0 or value < current)):
+                uc.reg_write(A.UC_ARM_REG_BASEPRI, value)
+            uc.reg_write(A.UC_ARM_REG_PC, (address + 4) | 1)
+            self._request_stop()  # unmasking may make an interrupt deliverable now
+        except BaseException as e:  # noqa: BLE001
+            self._internal_error = e
+            uc.emu_stop()
+
     def _stackable(self, address: int, size: int) -> bool:
         return self.chip.in_sram(address, size)
 
@@ -695,6 +796,52 @@ class Machine:
         model = self.models.get(name)
         if model is not None:
             model.reset()
+
+
+_POLL_REGS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
+    A.UC_ARM_REG_SP, A.UC_ARM_REG_LR, A.UC_ARM_REG_XPSR)
+
+
+class _PollDetector:
+    """Recognises a CPU busy-waiting on peripheral registers (see _fast_forward_poll).
+
+    An iteration is the run of MMIO reads between two visits of the same read
+    instruction (the anchor).  Two consecutive iterations with the same reads
+    returning the same values, no MMIO write, and identical CPU registers at
+    the anchor make the loop stateless: until an event changes a register,
+    every further iteration is the same.
+    """
+
+    MAX_READS_PER_ITERATION = 8
+
+    def __init__(self) -> None:
+        self.forget()
+
+    def forget(self) -> None:
+        self._anchor: int | None = None
+        self._trail: list[tuple[int, int, int]] = []
+        self._previous: list[tuple[int, int, int]] | None = None
+        self._regs: tuple[int, ...] | None = None
+        self._count = 0
+        self.period = 0
+
+    def read(self, m: Machine, address: int, value: int) -> bool:
+        pc = m.uc.reg_read(A.UC_ARM_REG_PC)
+        if pc != self._anchor:
+            if self._anchor is None or len(self._trail) >= self.MAX_READS_PER_ITERATION:
+                self.forget()
+                self._anchor = pc
+                self._count = m.instructions + m.counter.counted
+            self._trail.append((pc, address, value))
+            return False
+        now = m.instructions + m.counter.counted
+        regs = tuple(m.uc.reg_read(r) for r in _POLL_REGS)
+        iteration, self._trail = self._trail, [(pc, address, value)]
+        if iteration == self._previous and regs == self._regs and now > self._count:
+            self.period = now - self._count
+            return True
+        self._previous, self._regs, self._count = iteration, regs, now
+        return False
 
 
 class _MachinePort(SimPort):
