@@ -257,6 +257,8 @@ class ExceptionEngine:
             self.fault("INVPC", uc.reg_read(A.UC_ARM_REG_LR) & ~1)
             return
         self.ctl.deactivate(returning)
+        if returning != NMI:
+            uc.reg_write(A.UC_ARM_REG_FAULTMASK, 0)  # DeActivate() clears FAULTMASK (B1.5.8)
         to_psp = exc_return == EXC_RETURN_THREAD_PSP
         sp = uc.reg_read(A.UC_ARM_REG_PSP if to_psp else A.UC_ARM_REG_MSP)
         if not self._writable(sp, 32):
