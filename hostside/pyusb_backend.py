@@ -106,6 +106,10 @@ class EmulatedBackend(usb.backend.IBackend):
         """Wait ``ms`` of emulated time (a DFU poll timeout) instead of sleeping."""
         self.host.wait_ms(ms)
 
+    def now_ns(self) -> int:
+        """Emulated time since power-on (for ``hostside.transport.PyUsbTransport``)."""
+        return self.host.now_ns()
+
     # -- discovery ----------------------------------------------------------------------
     def enumerate_devices(self) -> Iterator[EmulatedDeviceId]:
         if self.host.device is None:

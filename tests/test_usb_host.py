@@ -374,6 +374,11 @@ def test_backend_wait_ms_advances_emulated_time():
     assert port.now_ns() - start == 50 * MS
 
 
+def test_backend_clock_is_emulated_time():
+    dev, backend, _, port = pyusb_device()
+    assert backend.now_ns() == port.now_ns()
+
+
 def test_enumeration_never_lets_the_device_miss_a_start_of_frame():
     _, model, *_ = enumerated()
     assert not model.read(0x44, 4) & 0x0100  # ISTR.ESOF
