@@ -137,9 +137,12 @@ class Machine:
 
     def _build_models(self) -> None:
         port = self.port
-        self.flash_buffer = mm.FlashBuffer.erased(self.chip.flash_size)
+        # The flash model owns the contents; Unicorn keeps its own copy at 0x0800_0000 and at
+        # the boot alias, refreshed on every change.  (With mem_map_ptr a store caught by the
+        # write-protection hook would still land in the shared buffer: measured, Unicorn 2.1.4.)
+        self.flash_storage = bytearray(b"\xff" * self.chip.flash_size)
         self.flash = FlashInterface(port, flash_base=self.chip.flash_base, flash_size=self.chip.flash_size,
-                                    page_size=self.chip.page_size, storage=self.flash_buffer.view,
+                                    page_size=self.chip.page_size, storage=self.flash_storage,
                                     timings=self.flash_timings, on_change=self._flash_changed)
         self.pwr = PWR(port)
         self.bkp = BKP(port, write_enabled=lambda: bool(self.pwr.field("CR", "DBP")))
@@ -176,9 +179,10 @@ class Machine:
     def _map_memory(self) -> None:
         uc, chip = self.uc, self.chip
         rx = UC_PROT_READ | UC_PROT_EXEC
-        uc.mem_map_ptr(chip.flash_base, chip.flash_size, rx, self.flash_buffer.address)
+        uc.mem_map(chip.flash_base, chip.flash_size, rx)
         if not self.boot0:
-            uc.mem_map_ptr(mm.BOOT_ALIAS, chip.flash_size, rx, self.flash_buffer.address)
+            uc.mem_map(mm.BOOT_ALIAS, chip.flash_size, rx)
+        self._flash_changed(0, chip.flash_size)
         uc.mem_map(chip.sram_base, chip.sram_size, UC_PROT_ALL)
         uc.mmio_map(mm.SYSTEM_BLOCK, mm.SYSTEM_BLOCK_SIZE, self._mmio_read(self._system_read),
                     None, self._mmio_write(self._system_write), None)
@@ -212,12 +216,12 @@ class Machine:
         if offset + len(data) > self.chip.flash_size:
             raise EmulatorError(f"{len(data)} bytes at flash offset 0x{offset:X} exceed the "
                                 f"{self.chip.flash_size // 1024} KiB flash of the {self.chip.name}")
-        self.flash_buffer.view[offset:offset + len(data)] = data
+        self.flash_storage[offset:offset + len(data)] = data
         self._flash_changed(offset, len(data))
 
     def read_flash(self, address: int, length: int) -> bytes:
         off = address - self.chip.flash_base
-        return bytes(self.flash_buffer.view[off:off + length])
+        return bytes(self.flash_storage[off:off + length])
 
     def drive_pin(self, port_letter: str, pin: int, level: bool | None) -> None:
         self.gpio[port_letter.upper()].drive(pin, level)
@@ -728,16 +732,16 @@ class Machine:
             uc.emu_stop()
 
     def _flash_changed(self, offset: int, length: int) -> None:
-        # Translated code from the old bytes must go, at both addresses (DESIGN.md §5).
-        begin = offset & ~0xFFF
-        end = min(self.chip.flash_size, (offset + length + 0xFFF) & ~0xFFF)
-        self.uc.ctl_remove_cache(self.chip.flash_base + begin, self.chip.flash_base + end)
-        if not self.boot0:
-            self.uc.ctl_remove_cache(begin, end)
+        data = bytes(self.flash_storage[offset:offset + length])
+        bases = [self.chip.flash_base] + ([] if self.boot0 else [mm.BOOT_ALIAS])
+        for base in bases:
+            self.uc.mem_write(base + offset, data)
+            # Translated code from the old bytes must go, at both addresses (DESIGN.md §5).
+            self.uc.ctl_remove_cache(base + offset, base + offset + length)
 
     # -- instructions Unicorn gets wrong for a Cortex-M3 (see insn_traps) ---------------------
     def _scan_traps(self) -> None:
-        data = bytes(self.flash_buffer.view)
+        data = bytes(self.flash_storage)
         bases = [self.chip.flash_base] + ([] if self.boot0 else [mm.BOOT_ALIAS])
         for base in bases:
             for address in insn_traps.find_divides(data, base):

@@ -11,9 +11,6 @@ whose accesses the machine routes to Python models.
 
 from __future__ import annotations
 
-import ctypes
-from dataclasses import dataclass
-
 FLASH_BASE = 0x0800_0000
 BOOT_ALIAS = 0x0000_0000
 SRAM_BASE = 0x2000_0000
@@ -38,24 +35,3 @@ def bitband_target(alias_base: int, region_base: int, address: int) -> tuple[int
     bit = (offset >> 2) & 7
     byte = region_base + word
     return byte, bit
-
-
-@dataclass
-class FlashBuffer:
-    """Host memory behind the flash mappings; models write into ``view`` directly."""
-
-    raw: ctypes.Array
-    view: memoryview
-
-    @classmethod
-    def erased(cls, size: int) -> FlashBuffer:
-        raw = (ctypes.c_ubyte * size)()
-        ctypes.memset(raw, 0xFF, size)
-        return cls(raw, memoryview(raw).cast("B"))
-
-    @property
-    def address(self) -> int:
-        return ctypes.addressof(self.raw)
-
-    def load(self, data: bytes) -> None:
-        self.view[: len(data)] = data

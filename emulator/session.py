@@ -45,7 +45,7 @@ class Board:
         if self.options.flash_file is None:
             return
         m = self.machine
-        state = BoardNvState(m.chip.name, bytes(m.flash_buffer.view), m.flash.read_option_bytes(),
+        state = BoardNvState(m.chip.name, bytes(m.flash_storage), m.flash.read_option_bytes(),
                              m.bkp.snapshot())
         save_state(self.options.flash_file, state)
 
