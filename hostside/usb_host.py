@@ -141,7 +141,9 @@ class DeviceRunner(Protocol):
     The machine implements this on the real CPU: ``run_ns`` executes firmware
     (and timers) for up to ``ns`` of emulated time; ``stop`` may be called from
     inside ``run_ns`` (from an MMIO write hook) and makes it return as soon as
-    the current instruction/slice ends.
+    the current instruction/slice ends.  ``run_ns`` must forget a stop request
+    made before it started, and must not overshoot ``ns`` by more than
+    ``firmware_models.usb.SOF_SLACK_NS`` (or the device sees a missing SOF).
     """
 
     def now_ns(self) -> int: ...
@@ -347,6 +349,7 @@ class VirtualHost:
         when the device made an endpoint ready."""
         start = self.wire.now_ns()
         target = start + max(0, int(ns))
+        stuck = 0
         while True:
             now = self.wire.now_ns()
             self._send_due_sofs(now)
@@ -354,8 +357,17 @@ class VirtualHost:
                 break
             chunk_end = min(target, self._next_sof_ns) if self.frames_running else target
             self.wire.advance(chunk_end - now)
-            if self.wire.now_ns() < chunk_end:
-                self._send_due_sofs(self.wire.now_ns())
+            after = self.wire.now_ns()
+            if after == now:
+                # No time passed at all: a stop request left over from before
+                # this call.  Try again; a runner that never moves is a bug.
+                stuck += 1
+                if stuck >= 3:
+                    raise RuntimeError("the device side makes no progress in advance()")
+                continue
+            stuck = 0
+            if after < chunk_end:
+                self._send_due_sofs(after)
                 break  # the device has something for us
         return self.wire.now_ns() - start
 
@@ -583,7 +595,8 @@ class VirtualHost:
         self, kind: TransferType, addr: int, endpoint: int, data: bytes, mps: int, timeout_ms: float, zlp: bool
     ) -> int:
         data = bytes(data)
-        urb = Urb(next(self._urb_ids), kind, addr, endpoint & 0x7F, len(data), None, data)
+        urb = Urb(next(self._urb_ids), kind, addr, endpoint & 0x7F, len(data), None, data,
+                  interval=self._interval(addr, endpoint & 0x7F, kind))
         self._submit(urb)
         deadline = self.wire.now_ns() + int(timeout_ms * NS_PER_MS)
         key = (addr, endpoint & 0x7F)
@@ -610,7 +623,8 @@ class VirtualHost:
     def _data_in(
         self, kind: TransferType, addr: int, endpoint: int, length: int, mps: int, timeout_ms: float
     ) -> bytes:
-        urb = Urb(next(self._urb_ids), kind, addr, endpoint | 0x80, length)
+        urb = Urb(next(self._urb_ids), kind, addr, endpoint | 0x80, length,
+                  interval=self._interval(addr, endpoint | 0x80, kind))
         self._submit(urb)
         deadline = self.wire.now_ns() + int(timeout_ms * NS_PER_MS)
         key = (addr, endpoint | 0x80)
@@ -638,6 +652,16 @@ class VirtualHost:
         self._complete(urb, 0)
         self._pay_bus_time()
         return bytes(received)
+
+    def _interval(self, addr: int, endpoint: int, kind: TransferType) -> int:
+        if kind is not TransferType.INTERRUPT or self.device is None or self.device.address != addr:
+            return 0
+        for config in self.device.configurations:
+            for intf in config.interfaces:
+                for ep in intf.endpoints:
+                    if ep.descriptor.bEndpointAddress == endpoint:
+                        return ep.descriptor.bInterval
+        return 0
 
     def _mps(self, addr: int, endpoint: int, mps: int | None) -> int:
         if mps is not None:

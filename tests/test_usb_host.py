@@ -382,3 +382,28 @@ def test_backend_clock_is_emulated_time():
 def test_enumeration_never_lets_the_device_miss_a_start_of_frame():
     _, model, *_ = enumerated()
     assert not model.read(0x44, 4) & 0x0100  # ISTR.ESOF
+
+
+class _FrozenWire:
+    """A wire whose device side never lets time pass: a broken runner."""
+
+    def __init__(self) -> None:
+        self.t = 0
+
+    def now_ns(self) -> int:
+        return self.t
+
+    def advance(self, ns: int) -> int:
+        return 0
+
+    def attached(self) -> bool:
+        return True
+
+    def sof(self, frame_number: int) -> None:
+        pass
+
+
+def test_a_device_side_that_never_advances_is_reported_instead_of_hanging():
+    host = VirtualHost(_FrozenWire())  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError):
+        host.wait_ms(1)
