@@ -122,6 +122,8 @@ class Machine:
         self._unmapped: tuple[int, int] | None = None  # (access, address) of the last unmapped access
         self._internal_error: BaseException | None = None
         self._masked_steps = 0
+        self._external_stop = False
+        self.last_stop: StopReason | None = None
         self._trapped: set[int] = set()
         self._poll = _PollDetector()
         self._build_core()
@@ -359,6 +361,36 @@ class Machine:
             if instr_limit is not None and self.instructions >= instr_limit:
                 return StopReason("instruction-budget", f"{max_instructions} instructions", self.pc)
             self._run_slice(deadline, instr_limit)
+
+    # -- driving the machine from a host (USB) ------------------------------------------------
+    def run_ns(self, ns: int) -> StopReason | None:
+        """Let ``ns`` of emulated time pass, the firmware running where it can.
+
+        Returns early when :meth:`stop_soon` is called (e.g. the USB model saw an
+        endpoint become ready).  A CPU that cannot run (locked up, hung, idle)
+        does not stop time: timers keep firing, and a reset they cause revives it.
+        Returns the last non-budget stop of the CPU, if any.
+        """
+        target = self.scheduler.now_ns + max(0, ns)
+        self._external_stop = False
+        last: StopReason | None = None
+        while self.scheduler.now_ns < target and not self._external_stop:
+            stop = self.run(max_ns=target - self.scheduler.now_ns, until=lambda: self._external_stop)
+            if stop.kind in ("time-budget", "condition"):
+                break
+            last = self.last_stop = stop
+            nxt = self.scheduler.next_due()
+            hz = self.port.clocks.hclk
+            if nxt is None or nxt > target:
+                self.scheduler.advance_to(target, hz)
+                break
+            self.scheduler.advance_to(nxt, hz)
+        return last
+
+    def stop_soon(self) -> None:
+        """Make :meth:`run_ns` return after the current instruction."""
+        self._external_stop = True
+        self._request_stop()
 
     def _take_pending_exception(self) -> bool:
         exc = self.exc.deliverable()

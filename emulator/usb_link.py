@@ -1,0 +1,54 @@
+"""The cable between the emulated board and the virtual USB host.
+
+The host (``hostside.usb_host.VirtualHost``) talks packets to the USB device
+model and lets the real CPU run between packets through :class:`MachineRunner`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emulator.machine import Machine
+from hostside.pcap import UsbCapture
+from hostside.pyusb_backend import EmulatedBackend
+from hostside.usb_host import ModelWire, VirtualHost
+
+
+class MachineRunner:
+    """``hostside.usb_host.DeviceRunner`` on the emulated CPU."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+
+    def now_ns(self) -> int:
+        return self.machine.now_ns
+
+    def run_ns(self, ns: int) -> None:
+        self.machine.run_ns(ns)
+
+    def stop(self) -> None:
+        self.machine.stop_soon()
+
+
+@dataclass
+class UsbLink:
+    machine: Machine
+    host: VirtualHost
+    backend: EmulatedBackend
+    capture: UsbCapture | None = None
+    pcap_path: str | None = None
+
+    def close(self) -> None:
+        """Write the capture, if one was asked for."""
+        if self.capture is not None and self.pcap_path is not None:
+            self.capture.write(self.pcap_path)
+
+
+def connect(machine: Machine, *, pcap_path: str | None = None, address: int = 1) -> UsbLink:
+    """Plug the board into a virtual host; nothing is enumerated yet."""
+    host = VirtualHost(ModelWire(machine.usb, MachineRunner(machine)))
+    capture = None
+    if pcap_path is not None:
+        capture = UsbCapture()
+        host.add_monitor(capture)
+    return UsbLink(machine, host, EmulatedBackend(host, address=address), capture, pcap_path)
