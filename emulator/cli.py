@@ -91,7 +91,36 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     run.add_argument("--trace", action="store_true", help="log every peripheral access to stderr")
     run.add_argument("-v", "--verbose", action="store_true", help="log unmodelled accesses as they happen")
+    info = sub.add_parser("usb-info", help="boot with BOOT1 low, enumerate the USB device, print it like lsusb -v")
+    add_board_arguments(info)
+    info.set_defaults(boot1=False)
+    info.add_argument("--usb-pcap", metavar="FILE", help="write the enumeration traffic as a usbmon pcap")
+    info.add_argument("--attach-timeout", type=parse_duration, default=parse_duration("2s"),
+                      help="emulated time the firmware has to connect to USB (default 2s)")
     return parser
+
+
+def cmd_usb_info(args: argparse.Namespace) -> int:
+    from emulator.dfu_target import attach
+    from hostside.descriptors import render_lsusb
+    from hostside.usb_host import UsbError
+
+    board = build_board(BoardOptions(image=args.image, base=args.base, apps=args.app, chip=args.chip,
+                                     boot0=args.boot0, boot1=args.boot1, strict=args.strict,
+                                     flash_file=args.flash_file, flash_timing=args.flash_timing))
+    try:
+        target = attach(board, pcap_path=args.usb_pcap, attach_timeout_ns=args.attach_timeout)
+    except UsbError as e:
+        raise EmulatorError(f"USB enumeration failed: {e}") from None
+    info = target.link.host.device
+    assert info is not None
+    print(render_lsusb(info.device, info.configurations, info.strings, bus=target.link.host.bus_number,
+                       address=info.address))
+    target.close()
+    m = board.machine
+    print(f"enumerated after {m.now_ns / 1e6:.3f} ms of emulated time, {target.link.host.transactions} "
+          f"USB transactions", file=sys.stderr)
+    return EXIT_CLEAN
 
 
 def _open_sink(path: str | None, quiet: bool) -> tuple[IO[bytes] | None, object]:
@@ -167,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "usb-info":
+            return cmd_usb_info(args)
     except EmulatorError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

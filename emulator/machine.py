@@ -153,7 +153,7 @@ class Machine:
         self.rcc.on_backup_domain_reset = self.bkp.backup_domain_reset  # type: ignore[method-assign]
         self.scb = SCB(port, self.nvic, ipsr=lambda: self.uc.reg_read(A.UC_ARM_REG_IPSR) & 0x1FF)
         self.systick = SysTick(port, pend=lambda: self.nvic.set_pending(15))
-        self.usb = UsbDevice(port)
+        self.usb = UsbDevice(port, require_usb_clock=True)  # silent without a 48 MHz USB clock (RM0008 §7.2)
         self.usb_pma = self.usb.pma
         self.bus = Bus(port.unmodelled, port.guest_error)
         self.models: dict[str, Peripheral] = {}
