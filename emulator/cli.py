@@ -91,6 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     run.add_argument("--trace", action="store_true", help="log every peripheral access to stderr")
     run.add_argument("-v", "--verbose", action="store_true", help="log unmodelled accesses as they happen")
+    fl = sub.add_parser("flash", help="flash an application through the bootloader's USB DFU and boot it")
+    fl.add_argument("image", help="the bootloader image (.elf, .hex or .bin)")
+    fl.add_argument("app", help="the application: .bin (at --address), .hex, .elf or .dfu")
+    fl.add_argument("--address", type=parse_int, default=None, help="load address of a .bin (default 0x08008000)")
+    fl.add_argument("--chip", default=None)
+    fl.add_argument("--erase-order", choices=("all-first", "interleaved"), default="all-first",
+                    help="all-first as dfu-util 0.9+, interleaved as older dfu-util and pydfu")
+    fl.add_argument("--no-verify", action="store_true", help="skip reading the image back")
+    fl.add_argument("--boot1-after", type=parse_level, default=True,
+                    help="BOOT1 level when the bootloader resets the chip (default high: run the app)")
+    fl.add_argument("--flash", dest="flash_file", metavar="FILE", help="board state file, loaded and saved")
+    fl.add_argument("--flash-timing", choices=("typical", "worst"), default="typical")
+    fl.add_argument("--max-time", type=parse_duration, default=parse_duration("2s"),
+                    help="emulated time the application may run after the reset (default 2s)")
+    fl.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
     info = sub.add_parser("usb-info", help="boot with BOOT1 low, enumerate the USB device, print it like lsusb -v")
     add_board_arguments(info)
     info.set_defaults(boot1=False)
@@ -98,6 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--attach-timeout", type=parse_duration, default=parse_duration("2s"),
                       help="emulated time the firmware has to connect to USB (default 2s)")
     return parser
+
+
+def cmd_flash(args: argparse.Namespace) -> int:
+    from emulator import report
+    from emulator.scenario import flash_and_boot, outcome_summary
+
+    outcome = flash_and_boot(args.image, args.app, app_address=args.address, erase_order=args.erase_order,
+                             verify=not args.no_verify, boot1_after=args.boot1_after, chip=args.chip,
+                             flash_file=args.flash_file, flash_timing=args.flash_timing, run_ns=args.max_time)
+    data = outcome_summary(outcome)
+    if args.json:
+        print(report.to_json(data))
+    else:
+        sys.stdout.write(outcome.app_uart)
+        sys.stdout.flush()
+        report.render_flash(data)
+    return EXIT_CLEAN if outcome.ok else EXIT_FAILED
 
 
 def cmd_usb_info(args: argparse.Namespace) -> int:
@@ -196,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "flash":
+            return cmd_flash(args)
         if args.command == "usb-info":
             return cmd_usb_info(args)
     except EmulatorError as e:

@@ -113,3 +113,36 @@ def render(data: dict[str, Any], console: Console | None = None) -> None:
     for g in data["guest_errors"][:10]:
         t.add_row("firmware error", escape(f"{g['peripheral']}: {g['message']}"))
     console.print(t)
+
+
+def render_flash(data: dict[str, Any], console: Console | None = None) -> None:
+    """The outcome of ``python -m emulator flash``."""
+    if console is None:
+        console = Console(stderr=True, highlight=False)
+        if not console.is_terminal:
+            console = Console(stderr=True, highlight=False, width=160)
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold cyan", no_wrap=True)
+    t.add_column(overflow="fold")
+    t.add_row("download", f"{data['app_size']} bytes at 0x{data['app_address']:08X}, erase order "
+                          f"{data['erase_order']}: " + ("ok" if data["download_ok"] else "[bold red]failed[/]")
+              + f" ({data['download_emulated_ms']:.1f} ms emulated)")
+    if data["erase_busy_ms"]:
+        busy = data["erase_busy_ms"]
+        t.add_row("erases", f"{len(busy)} erase commands, device busy {sum(busy):.1f} ms in all, "
+                            f"longest {max(busy):.1f} ms (dfu-util gives up after 5000 ms)")
+    if data["error"]:
+        t.add_row("error", f"[bold red]{escape(data['error'])}[/]")
+    v = data["verify"]
+    if v is not None:
+        t.add_row("verify", "ok" if v["ok"] else
+                  f"[bold red]{v['differing_bytes']} of {v['compared']} bytes differ[/], first at "
+                  f"0x{v['first_difference']:08X}")
+    j = data["jump"]
+    t.add_row("jump", "[bold red]never reached the application's reset handler[/]" if j is None else
+              escape(f"to 0x{j['address']:08X} ({j['symbol']}) with MSP 0x{j['msp']:08X} "
+                     f"at {format_ns(j['time_ns'])}"))
+    if data["stop"] is not None:
+        t.add_row("ended", escape(f"{data['stop']['reason']}: {data['stop']['detail']}"))
+    t.add_row("result", "[green]ok[/]" if data["ok"] else "[bold red]boot flow broken[/]")
+    console.print(t)
