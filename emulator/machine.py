@@ -859,6 +859,8 @@ class _PollDetector:
         self._previous: list[tuple[int, int, int]] | None = None
         self._regs: tuple[int, ...] | None = None
         self._count = 0
+        self._cooldown = 0  # anchor visits to let pass before the next register snapshot
+        self._skip = 0
         self.period = 0
 
     def read(self, m: Machine, address: int, value: int) -> bool:
@@ -867,16 +869,27 @@ class _PollDetector:
             if self._anchor is None or len(self._trail) >= self.MAX_READS_PER_ITERATION:
                 self.forget()
                 self._anchor = pc
-                self._count = m.instructions + m.counter.counted
             self._trail.append((pc, address, value))
             return False
+        iteration, self._trail = self._trail, [(pc, address, value)]
+        stable, self._previous = iteration == self._previous, iteration
+        if not stable:
+            self._regs, self._cooldown, self._skip = None, 0, 0
+            return False
+        if self._skip:
+            self._skip -= 1
+            return False
+        # Reading 16 registers costs ~30 us through Unicorn's Python binding: a loop whose
+        # registers keep changing (a counter) is checked less and less often.
         now = m.instructions + m.counter.counted
         regs = tuple(m.uc.reg_read(r) for r in _POLL_REGS)
-        iteration, self._trail = self._trail, [(pc, address, value)]
-        if iteration == self._previous and regs == self._regs and now > self._count:
-            self.period = now - self._count
+        if regs == self._regs and now > self._count:
+            self.period = now - self._count  # a whole number of identical iterations
             return True
-        self._previous, self._regs, self._count = iteration, regs, now
+        if self._regs is not None:
+            self._cooldown = min(256, max(1, 2 * self._cooldown))
+        self._skip = self._cooldown
+        self._regs, self._count = regs, now
         return False
 
 
