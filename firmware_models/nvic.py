@@ -159,13 +159,11 @@ class NVIC(Peripheral):
     def reset(self) -> None:
         super().reset()
 
-    def _irq_words(self) -> int:
-        return (self.controller.n_irq + 31) // 32
-
     def read(self, offset: int, size: int) -> int:
         c = self.controller
         group, index = offset >> 7, (offset & 0x7F) >> 2
-        if offset < 0x300 and index < self._irq_words() and size == 4:
+        if offset < 0x300 and (offset & 0x7F) < 0x40 and size == 4:
+            # Words for interrupts this part does not implement are RAZ/WI (B3.4.3).
             table = {0: c.enabled, 1: c.enabled, 2: c.pending, 3: c.pending, 4: c.active}[group & 7]
             value = 0
             for bit in range(32):
@@ -173,7 +171,7 @@ class NVIC(Peripheral):
                 if exc < c.count and table[exc]:
                     value |= 1 << bit
             return value
-        if 0x300 <= offset < 0x300 + c.n_irq:
+        if 0x300 <= offset < 0x3F0:  # IPR bytes past the last IRQ read as zero
             value = 0
             for i in range(size):
                 irq = offset - 0x300 + i
@@ -186,7 +184,7 @@ class NVIC(Peripheral):
     def write(self, offset: int, size: int, value: int) -> None:
         c = self.controller
         group, index = offset >> 7, (offset & 0x7F) >> 2
-        if offset < 0x280 and index < self._irq_words() and size == 4:
+        if offset < 0x280 and (offset & 0x7F) < 0x40 and size == 4:
             for bit in range(32):
                 exc = IRQ0 + index * 32 + bit
                 if not (value >> bit) & 1 or exc >= c.count:
@@ -203,7 +201,7 @@ class NVIC(Peripheral):
             return
         if 0x280 <= offset < 0x300:
             return  # IABR is read-only
-        if 0x300 <= offset < 0x300 + c.n_irq:
+        if 0x300 <= offset < 0x3F0:
             for i in range(size):
                 irq = offset - 0x300 + i
                 if irq < c.n_irq:
