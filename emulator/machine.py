@@ -264,6 +264,16 @@ class Machine:
         self._scan_traps()
         self._cpu_reset()
 
+    def power_cut(self) -> None:
+        """Cut the supply now, between two instructions: a flash operation in flight
+        stops where it is (see ``firmware_models.flash``); SRAM and every register are
+        lost.  ``power_on()`` afterwards boots from exactly the flash that is left."""
+        self.flash.power_cut()
+        self.scheduler.clear()
+        self.port.event("power_cut")
+        self.cpu = CpuState(locked_up=True)
+        self._stop = StopReason("condition", "power cut", self.pc)
+
     def system_reset(self, cause: str) -> None:
         """System reset (SYSRESETREQ, IWDG...): peripherals reset, flash/backup domain/SRAM kept."""
         self.resets += 1
