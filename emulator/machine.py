@@ -746,7 +746,7 @@ class Machine:
 
     def _intr_hook(self, uc: Uc, intno: int, _ud: object) -> None:
         pc = uc.reg_read(A.UC_ARM_REG_PC)
-        try:
+        def body() -> None:
             if intno == 2:  # SVC: PC is already past the instruction
                 self._sync()
                 self.exc.svc(pc)
@@ -766,12 +766,7 @@ class Machine:
             else:
                 self._stop = StopReason("error", f"unexpected CPU exception {intno} at {self.symbol(pc)}", pc)
                 uc.emu_stop()
-        except Lockup as e:
-            self._lockup(e)
-            uc.emu_stop()
-        except BaseException as e:  # noqa: BLE001
-            self._internal_error = e
-            uc.emu_stop()
+        self._in_hook(uc, body)
 
     def _flash_changed(self, offset: int, length: int) -> None:
         data = bytes(self.flash_storage[offset:offset + length])
@@ -802,15 +797,10 @@ class Machine:
         first, second = struct.unpack("<HH", self.uc.mem_read(address, 4))
         return first, second
 
-    def _divide_trap(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+    def _in_hook(self, uc: Uc, body: Callable[[], None]) -> None:
+        """Run a Unicorn hook's body; nothing may unwind through Unicorn's C frames."""
         try:
-            first, second = self._words(address)
-            if (first & 0xFFD0) != 0xFB90 or (second & 0xF0F0) != 0xF0F0:
-                return  # the bytes changed since the scan
-            _, _, _, rm = insn_traps.decode_divide(first, second)
-            if self.scb.ccr("DIV_0_TRP") and uc.reg_read(getattr(A, f"UC_ARM_REG_R{rm}")) == 0:
-                self._sync()
-                self.exc.fault("DIVBYZERO", address)  # UsageFault before the divide (B3.2.8)
+            body()
         except Lockup as e:
             self._lockup(e)
             uc.emu_stop()
@@ -818,8 +808,19 @@ class Machine:
             self._internal_error = e
             uc.emu_stop()
 
+    def _divide_trap(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+        def body() -> None:
+            first, second = self._words(address)
+            if (first & 0xFFD0) != 0xFB90 or (second & 0xF0F0) != 0xF0F0:
+                return  # the bytes changed since the scan
+            _, _, _, rm = insn_traps.decode_divide(first, second)
+            if self.scb.ccr("DIV_0_TRP") and uc.reg_read(getattr(A, f"UC_ARM_REG_R{rm}")) == 0:
+                self._sync()
+                self.exc.fault("DIVBYZERO", address)  # UsageFault before the divide (B3.2.8)
+        self._in_hook(uc, body)
+
     def _msr_basepri_trap(self, uc: Uc, address: int, size: int, _ud: object) -> None:
-        try:
+        def body() -> None:
             first, second = self._words(address)
             if (first & 0xFFF0) != 0xF380 or (second & 0xFF00) != 0x8800 or (second & 0xFF) not in (17, 18):
                 return
@@ -831,9 +832,7 @@ class Machine:
                 uc.reg_write(A.UC_ARM_REG_BASEPRI, value)
             uc.reg_write(A.UC_ARM_REG_PC, (address + 4) | 1)
             self._request_stop()  # unmasking may make an interrupt deliverable now
-        except BaseException as e:  # noqa: BLE001
-            self._internal_error = e
-            uc.emu_stop()
+        self._in_hook(uc, body)
 
     def _stackable(self, address: int, size: int) -> bool:
         return self.chip.in_sram(address, size)

@@ -69,14 +69,22 @@ def to_json(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2, default=str)
 
 
-def render(data: dict[str, Any], console: Console | None = None) -> None:
-    if console is None:
-        console = Console(stderr=True, highlight=False)
-        if not console.is_terminal:
-            console = Console(stderr=True, highlight=False, width=160)
+def _stderr_console() -> Console:
+    console = Console(stderr=True, highlight=False)
+    # Piped output (CI logs) gets wide lines instead of rich's 80-column default.
+    return console if console.is_terminal else Console(stderr=True, highlight=False, width=160)
+
+
+def _table() -> Table:
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold cyan", no_wrap=True)
     t.add_column(overflow="fold")
+    return t
+
+
+def render(data: dict[str, Any], console: Console | None = None) -> None:
+    console = console or _stderr_console()
+    t = _table()
     reset = data["reset"]
     t.add_row("chip", data["chip"])
     start = f"MSP 0x{reset['msp']:08X}, PC 0x{reset['pc']:08X} ({reset['symbol']})"
@@ -117,13 +125,8 @@ def render(data: dict[str, Any], console: Console | None = None) -> None:
 
 def render_flash(data: dict[str, Any], console: Console | None = None) -> None:
     """The outcome of ``python -m emulator flash``."""
-    if console is None:
-        console = Console(stderr=True, highlight=False)
-        if not console.is_terminal:
-            console = Console(stderr=True, highlight=False, width=160)
-    t = Table(show_header=False, box=None, pad_edge=False)
-    t.add_column(style="bold cyan", no_wrap=True)
-    t.add_column(overflow="fold")
+    console = console or _stderr_console()
+    t = _table()
     t.add_row("download", f"{data['app_size']} bytes at 0x{data['app_address']:08X}, erase order "
                           f"{data['erase_order']}: " + ("ok" if data["download_ok"] else "[bold red]failed[/]")
               + f" ({data['download_emulated_ms']:.1f} ms emulated)")
