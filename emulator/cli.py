@@ -106,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--max-time", type=parse_duration, default=parse_duration("2s"),
                     help="emulated time the application may run after the reset (default 2s)")
     fl.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
+    ck = sub.add_parser("check", help="flash through the bootloader with every host erase order and report "
+                                      "what breaks the boot flow")
+    ck.add_argument("image", help="the bootloader image")
+    ck.add_argument("app", help="the application image")
+    ck.add_argument("--address", type=parse_int, default=None, help="load address of a .bin (default 0x08008000)")
+    ck.add_argument("--chip", default=None)
+    ck.add_argument("--erase-order", choices=("both", "all-first", "interleaved"), default="both")
+    ck.add_argument("--max-time", type=parse_duration, default=parse_duration("2s"),
+                    help="emulated time the application may run after the jump (default 2s)")
+    ck.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     info = sub.add_parser("usb-info", help="boot with BOOT1 low, enumerate the USB device, print it like lsusb -v")
     add_board_arguments(info)
     info.set_defaults(boot1=False)
@@ -130,6 +140,20 @@ def cmd_flash(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         report.render_flash(data)
     return EXIT_CLEAN if outcome.ok else EXIT_FAILED
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from emulator import report
+    from emulator.checks import ERASE_ORDERS, check
+
+    orders = ERASE_ORDERS if args.erase_order == "both" else (args.erase_order,)
+    result = check(args.image, args.app, erase_orders=orders, chip=args.chip, app_address=args.address,
+                   run_ns=args.max_time)
+    if args.json:
+        print(report.to_json(result.as_dict()))
+    else:
+        report.render_check(result.as_dict())
+    return EXIT_CLEAN if result.clean else EXIT_FAILED
 
 
 def cmd_usb_info(args: argparse.Namespace) -> int:
@@ -230,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "flash":
             return cmd_flash(args)
+        if args.command == "check":
+            return cmd_check(args)
         if args.command == "usb-info":
             return cmd_usb_info(args)
     except EmulatorError as e:

@@ -149,3 +149,26 @@ def render_flash(data: dict[str, Any], console: Console | None = None) -> None:
         t.add_row("ended", escape(f"{data['stop']['reason']}: {data['stop']['detail']}"))
     t.add_row("result", "[green]ok[/]" if data["ok"] else "[bold red]boot flow broken[/]")
     console.print(t)
+
+
+def render_check(data: dict[str, Any], console: Console | None = None) -> None:
+    """``python -m emulator check``: one block per finding, evidence indented."""
+    console = console or _stderr_console()
+    t = _table()
+    for order, run in data["runs"].items():
+        verify = run["verify"]
+        verdict = "verify ok" if verify and verify["ok"] else (
+            f"verify FAILED at {verify['first_difference']:#010x}" if verify else (run["error"] or "no verify"))
+        t.add_row(f"run {order}", escape(f"download {'ok' if run['download_ok'] else 'failed'}, {verdict}, "
+                                         f"jumped={run['jumped']}, ended {run['stop']}"))
+    console.print(t)
+    if not data["findings"]:
+        console.print("[green]no findings: the boot flow is sound[/]")
+        return
+    for f in data["findings"]:
+        console.print(f"[bold red]{f['id']}[/]: {escape(f['title'])}")
+        for key, value in f["evidence"].items():
+            console.print(f"    {key}: {escape(str(value))}")
+        if f["reference"]:
+            console.print(f"    [dim]see {escape(f['reference'])}[/]")
+    console.print(f"[bold red]{len(data['findings'])} finding(s)[/]")

@@ -16,8 +16,9 @@ from emulator.dfu_target import attach
 from emulator.machine import EmulatorError, StopReason
 from emulator.session import BOOT1_PIN, Board, BoardOptions, build_board
 from emulator.symbols import SymbolTable
+from firmware_models.nvic import exception_name
 from hostside.dfu import DfuClient, DfuException, DfuVerifyError
-from hostside.dfuse_layout import LayoutError, parse_layout
+from hostside.dfuse_layout import LayoutError, RegionError, parse_layout
 from hostside.files import FileFormatError, load_file
 from hostside.transport import PyUsbTransport
 
@@ -29,6 +30,15 @@ class Jump:
     time_ns: int
     address: int
     msp: int
+    state: dict[str, Any] = field(default_factory=dict)  # what the bootloader left running
+
+
+@dataclass
+class FirstInterrupt:
+    time_ns: int
+    exception: str
+    handler: int
+    vtor: int
 
 
 @dataclass
@@ -45,6 +55,9 @@ class FlashOutcome:
     jump: Jump | None = None
     stop: StopReason | None = None
     app_uart: str = ""
+    first_interrupt: FirstInterrupt | None = None
+    layout_string: str | None = None  # the DfuSe alt-setting name the device presents
+    image_bytes: bytes = b""  # the first segment of the application file
 
     @property
     def ok(self) -> bool:
@@ -75,13 +88,14 @@ def flash_and_boot(boot_image: str, app_file: str, *, app_address: int | None = 
         tables = [t for t in (m.symbols, SymbolTable.from_elf(app_file, origin="app")) if t is not None]
         m.symbols = SymbolTable.merge(tables)
     start = image.segments[0].address
-    outcome = FlashOutcome(board, start, image.size, erase_order)
+    outcome = FlashOutcome(board, start, image.size, erase_order, image_bytes=bytes(image.segments[0].data))
     target = attach(board)
     transport = PyUsbTransport(target.device, wait_ms=target.wait_ms, now_ns=target.now_ns)
     t0 = m.now_ns
     try:
         client = DfuClient(transport, 0)
         client.start()
+        outcome.layout_string = client.alt_setting.name
         layout = parse_layout(client.alt_setting.name)
         report = client.download_dfuse(image, layout, erase_order=erase_order)
         outcome.erase_busy_ms = [t.elapsed_ns / 1e6 for t in report.erases]
@@ -97,7 +111,7 @@ def flash_and_boot(boot_image: str, app_file: str, *, app_address: int | None = 
         # The user moves the BOOT1 jumper before the bootloader resets the chip.
         m.drive_pin(*BOOT1_PIN, boot1_after)
         client.leave(start)
-    except (DfuException, LayoutError) as e:
+    except (DfuException, LayoutError, RegionError) as e:
         outcome.error = f"{type(e).__name__}: {e}"
         outcome.download_emulated_ns = m.now_ns - t0
         target.close()
@@ -120,11 +134,36 @@ def _watch_jump(outcome: FlashOutcome, first_bytes: bytes) -> None:
 
     def hook(uc, address, size, _ud):  # noqa: ANN001 - Unicorn callback
         if outcome.jump is None:
-            outcome.jump = Jump(m.now_ns, address, m.reg("msp"))
+            outcome.jump = Jump(m.now_ns, address, m.reg("msp"), _state_at_jump(outcome.board))
             m.port.event("jump", address=address, msp=outcome.jump.msp)
+
+    def taken(exc: int, handler: int) -> None:
+        if outcome.jump is not None and outcome.first_interrupt is None:
+            outcome.first_interrupt = FirstInterrupt(m.now_ns, exception_name(exc), handler & ~1, m.nvic.vtor)
+            m.port.event("first_interrupt_after_jump", exception=exception_name(exc), handler=handler,
+                         vtor=m.nvic.vtor)
 
     m.uc.hook_add(UC_HOOK_CODE, hook, begin=reset_handler, end=reset_handler)
     m.uc.ctl_remove_cache(reset_handler, reset_handler + 4)
+    m.exc.on_taken.append(taken)
+
+
+def _state_at_jump(board: Board) -> dict[str, Any]:
+    """What the bootloader left behind for the application (DESIGN.md §4 item 4)."""
+    m = board.machine
+    ctl = m.nvic
+    irqs = range(16, ctl.count)
+    return {
+        "systick_enabled": bool(m.systick["CTRL"] & 1),
+        "systick_interrupt": bool(m.systick["CTRL"] & 2),
+        "nvic_enabled": [e - 16 for e in irqs if ctl.enabled[e]],
+        "nvic_pending": [exception_name(e) for e in range(1, ctl.count) if ctl.pending[e]],
+        "primask": bool(m.reg("primask") & 1),
+        "pll_on": bool(m.rcc["CR"] >> 24 & 1),
+        "sysclk_hz": m.port.clocks.sysclk,
+        "vtor": ctl.vtor,
+        "usb_powered": not m.usb["CNTR"] >> 1 & 1,
+    }
 
 
 def outcome_summary(outcome: FlashOutcome) -> dict[str, Any]:
@@ -140,7 +179,11 @@ def outcome_summary(outcome: FlashOutcome) -> dict[str, Any]:
         "error": outcome.error,
         "jump": None if outcome.jump is None else {
             "time_ns": outcome.jump.time_ns, "address": outcome.jump.address, "msp": outcome.jump.msp,
-            "symbol": m.symbol(outcome.jump.address)},
+            "symbol": m.symbol(outcome.jump.address), "state": outcome.jump.state},
+        "first_interrupt_after_jump": None if outcome.first_interrupt is None else {
+            "time_ns": outcome.first_interrupt.time_ns, "exception": outcome.first_interrupt.exception,
+            "handler": outcome.first_interrupt.handler, "handler_symbol": m.symbol(outcome.first_interrupt.handler),
+            "vtor": outcome.first_interrupt.vtor},
         "stop": None if outcome.stop is None else {"reason": outcome.stop.kind, "detail": outcome.stop.detail},
         "app_uart": outcome.app_uart,
         "ok": outcome.ok,
