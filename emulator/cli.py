@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--max-time", type=parse_duration, default=parse_duration("2s"),
                     help="emulated time the application may run after the reset (default 2s)")
     fl.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
+    fl.add_argument("--explain", action="store_true", help="narrate the boot flow step by step on stdout")
     ck = sub.add_parser("check", help="flash through the bootloader with every host erase order and report "
                                       "what breaks the boot flow")
     ck.add_argument("image", help="the bootloader image")
@@ -133,9 +134,14 @@ def cmd_flash(args: argparse.Namespace) -> int:
                              verify=not args.no_verify, boot1_after=args.boot1_after, chip=args.chip,
                              flash_file=args.flash_file, flash_timing=args.flash_timing, run_ns=args.max_time)
     data = outcome_summary(outcome)
+    if args.explain:
+        from emulator.explain import narrate
+        data["explain"] = narrate(outcome)
     if args.json:
         print(report.to_json(data))
     else:
+        if args.explain:
+            print("\n".join(data["explain"]))
         sys.stdout.write(outcome.app_uart)
         sys.stdout.flush()
         report.render_flash(data)

@@ -78,3 +78,16 @@ def test_each_broken_application_adds_its_own_finding(app, finding, seed_small):
     # Whatever else it adds is a consequence of the same defect, never another defect.
     assert extra <= {finding, "no-jump", "application-failed", "download-failed",
                      "reset-vector-outside-application", "interrupt-ran-bootloader-handler"}
+
+
+def test_explain_narrates_the_boot_flow_in_order_with_symbols(capsys):
+    assert main(["flash", SEED, str(IMAGES / "bad_vtor.elf"), "--explain", "--json"]) == 1
+    lines = json.loads(capsys.readouterr().out)["explain"]
+    text = "\n".join(lines)
+    order = ["power-on reset", "reads BOOT1 (PB2) = low", "flash controller unlocked", "x page_erase",
+             "software reset", "reads BOOT1 (PB2) = high", "jump into the application",
+             "first interrupt after the jump: SysTick"]
+    positions = [text.index(step) for step in order]
+    assert positions == sorted(positions)
+    assert "boot_seed:SysTick_Handler" in text
+    assert "past the end of flash" in text
