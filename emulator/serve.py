@@ -1,0 +1,406 @@
+"""``python -m emulator serve``: the emulated board as a USB device for unmodified host tools.
+
+Two ways out of the emulator:
+
+* ``serve BOOT.elf -- COMMAND ARGS…`` publishes the enumerated device in a
+  umockdev testbed and runs COMMAND (e.g. Debian's ``dfu-util``) with
+  umockdev's preload library, so its libusb talks usbfs ioctls to us.  The
+  ioctls are answered by :mod:`emulator.umockdev_bridge`, which runs in the
+  system python3 (umockdev's GI bindings live there) and forwards each
+  transfer over a socket to this process, where :class:`DeviceServer` runs it
+  on the virtual host.
+* ``serve BOOT.elf --usbip`` exports the device over USB/IP
+  (:mod:`emulator.usbip_server`).
+
+Time: every transfer runs in emulated time.  Between two requests the host
+program would sleep in wall time, which the emulator never sees; what matters
+for a DFU device is the bwPollTimeout of each GETSTATUS (DFU 1.1 §6.1.2: the
+host waits at least that long before the next request), so the server charges
+it in *emulated* time right after the answer and hands the program
+``bwPollTimeout × --poll-scale`` (default 1: the program sleeps what a real
+board asks for; 0 makes dfu-util not sleep at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emulator.cli import EXIT_CLEAN, EXIT_FAILED, add_board_arguments, parse_duration
+from emulator.dfu_target import EmulatedTarget, attach
+from emulator.machine import EmulatorError
+from emulator.session import Board, BoardOptions, build_board
+from emulator.umockdev_bridge import recv_frame, send_frame
+from hostside.usb_host import (
+    UsbBabble,
+    UsbError,
+    UsbNotAttached,
+    UsbStall,
+    UsbTimeout,
+)
+
+BRIDGE = Path(__file__).with_name("umockdev_bridge.py")
+DEFAULT_BRIDGE_PYTHON = "/usr/bin/python3"
+APT_LINE = "apt-get install -y dfu-util umockdev gir1.2-umockdev-1.0 python3-gi"
+
+# USB 2.0 §9.4 standard requests the server keeps the host's books for.
+CLEAR_FEATURE, SET_CONFIGURATION, SET_INTERFACE = 1, 9, 11
+DFU_GETSTATUS = 3  # DFU 1.1 §6.1.2
+
+
+@dataclass
+class ServeStats:
+    transfers: int = 0
+    failed: int = 0
+    poll_charged_ms: int = 0  # bwPollTimeout waited in emulated time on the program's behalf
+    poll_handed_ms: float = 0.0  # what the program was told to sleep (wall time)
+    detached_at_ns: int | None = None
+
+
+@dataclass
+class DeviceServer:
+    """Runs host-side USB operations on the emulated device; answers with usbfs-style statuses.
+
+    Statuses are 0 or a negative errno as usbfs reports them in ``urb.status``:
+    -EPIPE for a STALL, -ETIMEDOUT when the emulated timeout ran out,
+    -EOVERFLOW for babble, -EPROTO for other bus errors, -ENODEV once the
+    device has left the bus (after a DFU manifestation reset, for example).
+    """
+
+    target: EmulatedTarget
+    poll_scale: float = 1.0
+    timeout_ms: float = 5000.0
+    stats: ServeStats = field(default_factory=ServeStats)
+
+    @property
+    def host(self):  # noqa: ANN201 - hostside.usb_host.VirtualHost
+        return self.target.link.host
+
+    @property
+    def address(self) -> int:
+        info = self.host.device
+        return info.address if info is not None else 1
+
+    @property
+    def gone(self) -> bool:
+        return self.stats.detached_at_ns is not None
+
+    def _note_detach(self) -> None:
+        if self.stats.detached_at_ns is None and not self.host.wire.attached():
+            self.stats.detached_at_ns = self.target.now_ns()
+
+    def _run(self, op) -> tuple[int, bytes]:  # noqa: ANN001 - a callable doing host work
+        if self.gone:
+            return -errno.ENODEV, b""
+        self.stats.transfers += 1
+        try:
+            result = op()
+        except UsbError as e:
+            self.stats.failed += 1
+            self._note_detach()
+            if self.gone or isinstance(e, UsbNotAttached):
+                return -errno.ENODEV, bytes(e.partial)
+            if isinstance(e, UsbStall):
+                return -errno.EPIPE, bytes(e.partial)
+            if isinstance(e, UsbTimeout):
+                return -errno.ETIMEDOUT, bytes(e.partial)
+            if isinstance(e, UsbBabble):
+                return -errno.EOVERFLOW, bytes(e.partial)
+            return -errno.EPROTO, bytes(e.partial)
+        self._note_detach()
+        return 0, result if isinstance(result, bytes) else b""
+
+    def control(self, setup: bytes, data_out: bytes = b"", timeout_ms: float | None = None) -> tuple[int, bytes]:
+        """One control transfer; returns (status, data read)."""
+        bm, req, value, index, length = struct.unpack("<BBHHH", setup[:8])
+        timeout = timeout_ms or self.timeout_ms
+        addr = self.address
+        host = self.host
+        if bm == 0x00 and req == SET_CONFIGURATION:
+            return self._run(lambda: host.set_configuration(addr, value, timeout))
+        if bm == 0x01 and req == SET_INTERFACE:
+            return self._run(lambda: host.set_interface(addr, index, value, timeout))
+        if bm == 0x02 and req == CLEAR_FEATURE and value == 0:
+            return self._run(lambda: host.clear_halt(addr, index, timeout))
+        status, data = self._run(lambda: host.control_transfer(addr, bm, req, value, index,
+                                                               length if bm & 0x80 else bytes(data_out), timeout))
+        if status == 0 and bm == 0xA1 and req == DFU_GETSTATUS and len(data) >= 6:
+            data = self._charge_poll(data)
+        return status, data
+
+    def _charge_poll(self, status: bytes) -> bytes:
+        poll = int.from_bytes(status[1:4], "little")
+        if poll:
+            self.host.wait_ms(poll)
+            self.stats.poll_charged_ms += poll
+            self._note_detach()
+        scaled = min(0xFFFFFF, round(poll * self.poll_scale))
+        self.stats.poll_handed_ms += scaled
+        return status[:1] + scaled.to_bytes(3, "little") + status[4:]
+
+    def transfer(self, kind: str, ep: int, data_out: bytes, length: int,
+                 timeout_ms: float | None = None) -> tuple[int, bytes]:
+        """A bulk or interrupt transfer on ``ep`` (direction bit included)."""
+        timeout = timeout_ms or self.timeout_ms
+        addr, host = self.address, self.host
+        if ep & 0x80:
+            fn = host.bulk_in if kind == "bulk" else host.interrupt_in
+            return self._run(lambda: fn(addr, ep, length, timeout))
+        fn = host.bulk_out if kind == "bulk" else host.interrupt_out
+        return self._run(lambda: fn(addr, ep, bytes(data_out), timeout))
+
+    def set_configuration(self, value: int) -> int:
+        return self._run(lambda: self.host.set_configuration(self.address, value, self.timeout_ms))[0]
+
+    def set_interface(self, interface: int, alt: int) -> int:
+        status, _ = self._run(lambda: self.host.set_interface(self.address, interface, alt, self.timeout_ms))
+        if status == -errno.EPIPE and self._alt_count(interface) == 1:
+            # Linux usb_set_interface(): a device with one alt setting may stall
+            # SET_INTERFACE; the kernel then just resets the endpoints' state.
+            return 0
+        return status
+
+    def _alt_count(self, interface: int) -> int:
+        info = self.host.device
+        if info is None:
+            return 0
+        return sum(len(c.alt_settings(interface)) for c in info.configurations)
+
+    def clear_halt(self, ep: int) -> int:
+        return self._run(lambda: self.host.clear_halt(self.address, ep, self.timeout_ms))[0]
+
+    def reset(self) -> int:
+        """USBDEVFS_RESET: bus reset and re-enumeration at the same address, config restored."""
+        addr = self.address
+        info = self.host.device
+        config = info.configuration_value if info is not None else None
+        status, _ = self._run(lambda: self.host.enumerate(addr, configure=False, read_strings=False))
+        if status == 0 and config:
+            status = self.set_configuration(config)
+        return status
+
+    def summary(self) -> dict:
+        m = self.target.board.machine
+        return {"emulated_ms": m.now_ns / 1e6, "transfers": self.stats.transfers,
+                "failed": self.stats.failed, "poll_charged_ms": self.stats.poll_charged_ms,
+                "poll_handed_ms": self.stats.poll_handed_ms,
+                "detached_at_ms": None if self.stats.detached_at_ns is None else self.stats.detached_at_ns / 1e6}
+
+
+@dataclass
+class ServeResult:
+    exit_code: int
+    board: Board
+    server: DeviceServer
+    wall_s: float
+    session_start_ns: int  # emulated time when the program started (after boot and enumeration)
+
+    @property
+    def session_ns(self) -> int:
+        return self.board.machine.now_ns - self.session_start_ns
+
+
+def boot_and_attach(options: BoardOptions, *, attach_timeout_ns: int = 2_000_000_000,
+                    pcap_path: str | None = None) -> EmulatedTarget:
+    """Build the board (BOOT1 low unless asked otherwise) and enumerate it like a hub driver."""
+    board = build_board(options)
+    try:
+        return attach(board, pcap_path=pcap_path, attach_timeout_ns=attach_timeout_ns)
+    except UsbError as e:
+        raise EmulatorError(f"USB enumeration failed: {e}") from None
+
+
+def device_description(server: DeviceServer) -> dict:
+    """What the bridge needs to publish the device in sysfs."""
+    info = server.host.device
+    assert info is not None
+    d = info.device
+    strings = info.strings
+    return {
+        "op": "device", "busnum": server.host.bus_number, "devnum": info.address, "speed": 12,
+        "idVendor": d.idVendor, "idProduct": d.idProduct, "bcdDevice": d.bcdDevice,
+        "bNumConfigurations": d.bNumConfigurations, "configuration": info.configuration_value or 0,
+        "descriptors": (info.raw_device + b"".join(info.raw_configurations)).hex(),
+        "manufacturer": strings.get(d.iManufacturer, ""), "product": strings.get(d.iProduct, ""),
+        "serial": strings.get(d.iSerialNumber, ""),
+    }
+
+
+def _answer(server: DeviceServer, header: dict, payload: bytes) -> tuple[dict, bytes]:
+    op = header.get("op")
+    if op == "transfer":
+        kind = header["kind"]
+        if kind == "control":
+            status, data = server.control(bytes.fromhex(header["setup"]), payload, header.get("timeout_ms"))
+        else:
+            status, data = server.transfer(kind, header["ep"], payload, header["length"], header.get("timeout_ms"))
+        return {"status": status, "in": bool(data)}, data
+    if op == "set_interface":
+        return {"status": server.set_interface(header["interface"], header["alt"])}, b""
+    if op == "set_configuration":
+        return {"status": server.set_configuration(header["value"])}, b""
+    if op == "clear_halt":
+        return {"status": server.clear_halt(header["ep"])}, b""
+    if op == "reset":
+        return {"status": server.reset()}, b""
+    return {"status": -errno.ENOSYS}, b""
+
+
+def bridge_python() -> str:
+    return os.environ.get("EMULATOR_BRIDGE_PYTHON", DEFAULT_BRIDGE_PYTHON)
+
+
+def serve_command(options: BoardOptions, command: Sequence[str], *, poll_scale: float = 1.0,
+                  timeout_ms: float = 5000.0, attach_timeout_ns: int = 2_000_000_000,
+                  pcap_path: str | None = None) -> ServeResult:
+    """Boot, enumerate, run ``command`` against the device through umockdev; returns when it exits."""
+    if not command:
+        raise EmulatorError("serve: no command given after --")
+    python = bridge_python()
+    if shutil.which(python) is None:
+        raise EmulatorError(f"the umockdev bridge needs Debian's system python3 at {python}: {APT_LINE}")
+    if shutil.which(command[0]) is None:
+        hint = f": {APT_LINE}" if Path(command[0]).name == "dfu-util" else ""
+        raise EmulatorError(f"{command[0]} not found{hint}")
+    target = boot_and_attach(options, attach_timeout_ns=attach_timeout_ns, pcap_path=pcap_path)
+    server = DeviceServer(target, poll_scale=poll_scale, timeout_ms=timeout_ms)
+    ours, theirs = socket.socketpair()
+    wall0 = time.perf_counter()
+    start_ns = target.now_ns()
+    try:
+        proc = subprocess.Popen([python, str(BRIDGE), "--fd", str(theirs.fileno()), "--", *command],
+                                pass_fds=(theirs.fileno(),))
+    except OSError as e:
+        raise EmulatorError(f"cannot start the umockdev bridge with {python}: {e.strerror}") from None
+    theirs.close()
+    code: int | None = None
+    try:
+        send_frame(ours, device_description(server))
+        while True:
+            try:
+                header, payload = recv_frame(ours)
+            except (EOFError, ConnectionError):
+                break
+            op = header.get("op")
+            if op == "error":
+                proc.wait()
+                raise EmulatorError(header.get("message", "the umockdev bridge failed"))
+            if op == "ready":
+                continue
+            if op == "exit":
+                code = int(header["code"])
+                break
+            reply, data = _answer(server, header, payload)
+            send_frame(ours, reply, data)
+    finally:
+        ours.close()
+    bridge_code = proc.wait()
+    wall = time.perf_counter() - wall0
+    target.close()
+    if code is None:
+        raise EmulatorError(f"the umockdev bridge ended without reporting the command's exit (code {bridge_code})")
+    return ServeResult(code, target.board, server, wall, start_ns)
+
+
+def format_summary(result: ServeResult) -> str:
+    s = result.server.summary()
+    detached = f", device left the bus at {s['detached_at_ms']:.3f} ms" if s["detached_at_ms"] is not None else ""
+    return (f"serve: command exited {result.exit_code}; emulated {result.session_ns / 1e6:.3f} ms "
+            f"of session ({s['emulated_ms']:.3f} ms since power-on), wall {result.wall_s:.3f} s; "
+            f"{s['transfers']} requests ({s['failed']} failed), bwPollTimeout {s['poll_charged_ms']} ms "
+            f"emulated / {s['poll_handed_ms']:.0f} ms handed to the program{detached}")
+
+
+def add_serve_parser(subparsers) -> argparse.ArgumentParser:  # noqa: ANN001 - argparse's private type
+    p = subparsers.add_parser("serve", help="publish the emulated USB device to real host tools (umockdev or USB/IP)")
+    add_board_arguments(p)
+    p.add_argument("--poll-scale", type=float, default=1.0,
+                   help="factor applied to bwPollTimeout in GETSTATUS answers the program sees "
+                        "(the full value is always charged in emulated time; 0 = no wall-clock sleeps)")
+    p.add_argument("--transfer-timeout", type=parse_duration, default=parse_duration("5s"),
+                   help="emulated timeout of each transfer (usbfs URBs carry none; default 5s, dfu-util's)")
+    p.add_argument("--attach-timeout", type=parse_duration, default=parse_duration("2s"),
+                   help="emulated time the firmware has to connect to USB (default 2s)")
+    p.add_argument("--usb-pcap", metavar="FILE", help="write the USB traffic as a usbmon pcap")
+    p.add_argument("--usbip", action="store_true", help="export over USB/IP instead of running -- COMMAND ARGS...")
+    p.add_argument("--host", default="127.0.0.1", help="USB/IP listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=3240, help="USB/IP TCP port (default 3240; 0 = any free port)")
+    p.add_argument("--idle-timeout", type=parse_duration, default=parse_duration("60s"),
+                   help="USB/IP: stop when no client connects or talks for this long (wall time)")
+    p.set_defaults(boot1=False, program=[])
+    # Everything after "--" is the program and its own options: argparse cannot
+    # say that with positionals (an empty nargs="*" list binds too early), so
+    # the subparser splits there first, keeping the class the caller chose.
+    p.__class__ = type("ServeParser", (_SplitAtDoubleDash, type(p)), {})
+    return p
+
+
+class _SplitAtDoubleDash(argparse.ArgumentParser):
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 - argparse's signature
+        args = list(sys.argv[1:] if args is None else args)
+        program: list[str] = []
+        if "--" in args:
+            cut = args.index("--")
+            args, program = args[:cut], args[cut + 1 :]
+        ns, extra = super().parse_known_args(args, namespace)
+        ns.program = program
+        return ns, extra
+
+
+def board_options(args: argparse.Namespace) -> BoardOptions:
+    return BoardOptions(image=args.image, base=args.base, apps=args.app, chip=args.chip, boot0=args.boot0,
+                        boot1=args.boot1, strict=args.strict, flash_file=args.flash_file,
+                        flash_timing=args.flash_timing)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    command = list(args.program)
+    if args.usbip:
+        if command:
+            raise EmulatorError("serve --usbip runs no command: attach with usbip on the host instead")
+        from emulator.usbip_server import serve_usbip
+
+        return serve_usbip(board_options(args), host=args.host, port=args.port,
+                           idle_timeout_s=args.idle_timeout / 1e9, timeout_ms=args.transfer_timeout / 1e6,
+                           attach_timeout_ns=args.attach_timeout, pcap_path=args.usb_pcap)
+    result = serve_command(board_options(args), command, poll_scale=args.poll_scale,
+                           timeout_ms=args.transfer_timeout / 1e6, attach_timeout_ns=args.attach_timeout,
+                           pcap_path=args.usb_pcap)
+    result.board.save()
+    print(format_summary(result), file=sys.stderr)
+    return result.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry until ``python -m emulator serve`` is wired (same options)."""
+    from emulator.cli import EXIT_USAGE, UsageError, _Parser
+
+    parser = _Parser(prog="python -m emulator")
+    sub = parser.add_subparsers(dest="command_name", required=True, parser_class=_Parser)
+    add_serve_parser(sub)
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+        return cmd_serve(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except EmulatorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+__all__ = ["EXIT_CLEAN", "EXIT_FAILED", "DeviceServer", "ServeResult", "add_serve_parser", "cmd_serve",
+           "serve_command"]
+
+if __name__ == "__main__":
+    sys.exit(main())
