@@ -1,0 +1,722 @@
+"""Power-cut sweep: cut the supply at the flash operations of a DFU download and
+see what the next boot does (DESIGN.md §4 item 5, issue 7 item 3).
+
+A *reference* download (BOOT1 low, the bootloader's own USB DFU, the hostside
+client, then leave with BOOT1 high) lists every flash operation the bootloader
+starts (program, page/mass erase, out-of-range erase, option-byte operations)
+and records what the application prints when the download is complete.  Then,
+for each selected cut point, a fresh board repeats the same download until
+that operation and the supply is cut (``Machine.power_cut``):
+
+* ``between``: at the instant operation *k* starts, before it has changed a bit
+  (the flash then holds exactly operations 0..k-1; ``k == len(ops)`` is "after
+  the last operation");
+* ``mid``: half-way through operation *k*'s busy time, so the flash model
+  leaves it half done (``firmware_models.flash``: half the bits of a program
+  cleared, the first half of an erased page 0xFF).
+
+The board is powered on again with BOOT1 high (flash persists, SRAM and every
+register start afresh) and runs for ``run_ns``.  Each cut is classified:
+
+* ``dfu``: the bootloader never left itself and its USB device is attached;
+* ``app_ok``: it jumped into the application, which printed exactly what it
+  printed after the reference download and stopped cleanly;
+* ``broken_app``: it jumped (into the application region, or anywhere outside
+  the bootloader and faulted there) and the application did not behave: a
+  fault, hang, lockup, other output or none;
+* ``bricked``: no jump and no USB device.
+
+Cost: every trial repeats the download up to its cut, so ``points="all"``
+(2 trials per operation: about 4000 for app_small's 3944 bytes) takes roughly
+0.5 s of wall time per trial.  The default selection keeps every erase, the
+first and last programs of each page, every operation outside the image (a
+commit record), the last few operations and a deterministic stride.  Cuts that
+leave flash exactly as an earlier cut did (for example erasing a page that is
+already blank) are not replayed: their row names the trial it equals, because
+the next boot depends only on the flash content.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from unicorn import UC_HOOK_CODE
+
+from emulator.dfu_target import attach
+from emulator.machine import EmulatorError, Machine
+from emulator.scenario import DEFAULT_APP_ADDRESS
+from emulator.session import BOOT1_PIN, Board, BoardOptions, build_board
+from firmware_models import flash_journal as fj
+from hostside.dfu import DfuClient, DfuException
+from hostside.dfuse_layout import LayoutError, parse_layout
+from hostside.files import FileFormatError, load_file
+from hostside.transport import PyUsbTransport
+
+BETWEEN, MID = "between", "mid"
+MODES = (BETWEEN, MID)
+OUTCOMES = ("dfu", "app_ok", "broken_app", "bricked")
+ERASE_KINDS = frozenset({fj.PAGE_ERASE, fj.MASS_ERASE, fj.OUT_OF_RANGE_ERASE, fj.OPTION_ERASE})
+DEFAULT_RUN_NS = 500_000_000  # the boot after the cut: ample for app_small and for DFU's init
+DEFAULT_EDGE = 3  # programs kept at the start and at the end of each page
+DEFAULT_STRIDE_POINTS = 16  # programs kept evenly spread through the rest
+DEFAULT_TAIL = 6  # the download's last operations (the commit/manifest end)
+
+
+class _PowerCut(Exception):
+    """Raised out of the host's wait when the supply is cut, ending the DFU session."""
+
+
+# -- flash operations ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FlashOp:
+    """One flash operation the bootloader started, as the FPEC saw it."""
+
+    index: int
+    kind: str
+    address: int | None
+    length: int
+    start_ns: int
+    duration_ns: int
+    area: str
+    offset: int
+    old: bytes
+    new: bytes
+    pc: int
+
+    @property
+    def changes(self) -> bool:
+        """Whether finishing it changes any byte (erasing a blank page does not)."""
+        return bool(self.new) and self.area != "none" and self.old != self.new
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "kind": self.kind, "address": self.address, "length": self.length,
+                "start_ns": self.start_ns, "duration_ns": self.duration_ns, "changes": self.changes,
+                "pc": self.pc}
+
+
+class _Tap:
+    """Watches the FPEC of one machine from outside: every operation it starts
+    (``FlashInterface._begin``), every one it finishes (``_complete``), and the
+    host's waits (``Machine.run_ns``), so a cut lands exactly at an operation.
+
+    The flash model has no public "operation started" hook; wrapping the two
+    instance methods keeps flash.py untouched (see the report)."""
+
+    def __init__(self, machine: Machine, cut: CutPoint | None = None) -> None:
+        self.m = machine
+        self.flash = machine.flash
+        self.cut = cut
+        self.ops: list[FlashOp] = []
+        self.completed = 0
+        self.resets_at_start = machine.resets
+        self.cut_at_ns: int | None = None  # mid: when to cut, once op k has started
+        self.cut_now = False
+        self.cut_done = False
+        self.cut_op: FlashOp | None = None
+        self.cut_time_ns: int | None = None
+        for name in ("_begin", "_complete"):
+            if not callable(getattr(self.flash, name, None)):
+                raise EmulatorError(f"the flash model has no {name}(): the power-cut sweep cannot watch it")
+        self._orig_begin = self.flash._begin
+        self._orig_complete = self.flash._complete
+        self._orig_run_ns = machine.run_ns
+        self.flash._begin = self._begin  # type: ignore[method-assign]
+        self.flash._complete = self._complete  # type: ignore[method-assign]
+        machine.run_ns = self._run_ns  # type: ignore[method-assign]
+
+    def detach(self) -> None:
+        for obj, name in ((self.flash, "_begin"), (self.flash, "_complete"), (self.m, "run_ns")):
+            obj.__dict__.pop(name, None)
+
+    @property
+    def counting(self) -> bool:
+        # Only the download: after the bootloader resets the chip the application runs.
+        return self.m.resets == self.resets_at_start and not self.cut_done
+
+    def _begin(self, kind: str, now: int, pc: int, duration: int, **kw: Any) -> None:
+        self._orig_begin(kind, now, pc, duration, **kw)
+        if not self.counting:
+            return
+        op = self.flash._op
+        new = kw.get("new", b"")
+        fop = FlashOp(len(self.ops), kind, kw.get("journal_address"), len(new), now, duration,
+                      kw.get("area", "main"), kw.get("offset", 0),
+                      op.old if op is not None else b"", bytes(new), pc)
+        self.ops.append(fop)
+        cut = self.cut
+        if cut is not None and cut.index == fop.index:
+            self.cut_op = fop
+            if cut.mode == BETWEEN:
+                self.cut_now = True
+            else:
+                self.cut_at_ns = now + duration // 2
+            self.m.stop_soon()  # back to _run_ns after this instruction
+
+    def _complete(self) -> None:
+        self._orig_complete()
+        if not self.counting:
+            return
+        self.completed += 1
+        cut = self.cut
+        if cut is not None and cut.mode == BETWEEN and cut.index == self.completed and cut.after_last:
+            self.cut_now = True
+            self.m.stop_soon()
+
+    def _run_ns(self, ns: int) -> Any:
+        """``Machine.run_ns`` that never runs past the cut, and cuts when it is due."""
+        target = self.m.now_ns + max(0, ns)
+        last = None
+        while True:
+            self._maybe_cut()
+            limit = target if self.cut_at_ns is None else min(target, self.cut_at_ns)
+            if self.m.now_ns >= limit:
+                return last
+            armed_before = self.cut_now or self.cut_at_ns is not None
+            last = self._orig_run_ns(limit - self.m.now_ns)
+            self._maybe_cut()
+            if (self.cut_now or self.cut_at_ns is not None) and not armed_before:
+                continue  # woken by our own trigger (stop_soon): run on towards the cut
+            return last
+
+    def _maybe_cut(self) -> None:
+        if self.cut_done:
+            return
+        due = self.cut_now or (self.cut_at_ns is not None and self.m.now_ns >= self.cut_at_ns)
+        if not due:
+            return
+        self.cut_done = True
+        self.cut_time_ns = self.m.now_ns
+        self.m.power_cut()
+        raise _PowerCut(f"power cut at {self.m.now_ns} ns")
+
+
+# -- cut points and their selection -------------------------------------------------------------
+
+@dataclass(frozen=True, order=True)
+class CutPoint:
+    index: int  # the operation cut; == number of operations with ``after_last``
+    mode: str
+    after_last: bool = False
+
+    @property
+    def label(self) -> str:
+        return "after last op" if self.after_last else f"{self.mode} #{self.index}"
+
+
+def select_points(ops: Sequence[FlashOp], points: str | Iterable[int] = "default", *,
+                  page_size: int = 2048, image_range: tuple[int, int] | None = None,
+                  edge: int = DEFAULT_EDGE, stride_points: int = DEFAULT_STRIDE_POINTS,
+                  tail: int = DEFAULT_TAIL) -> list[CutPoint]:
+    """The cut points to try, in order, deterministically.
+
+    ``"all"``: both modes at every operation, plus after the last one.
+    ``"default"``: every erase; per page, the first and last ``edge`` programs;
+    every operation outside ``image_range`` (e.g. a commit record); the last
+    ``tail`` operations; about ``stride_points`` programs evenly spread through
+    the rest; and after the last operation.  An iterable of indices: those
+    operations (both modes) and after the last one."""
+    n = len(ops)
+    chosen: set[int] = set()
+    if points == "all":
+        chosen = set(range(n))
+    elif points == "default":
+        programs_by_page: dict[int, list[int]] = {}
+        for op in ops:
+            if op.kind in ERASE_KINDS:
+                chosen.add(op.index)
+                continue
+            if op.address is None:
+                chosen.add(op.index)
+                continue
+            if image_range is not None and not image_range[0] <= op.address < image_range[1]:
+                chosen.add(op.index)
+            programs_by_page.setdefault(op.address // page_size, []).append(op.index)
+        for indices in programs_by_page.values():
+            chosen.update(indices[:edge])
+            chosen.update(indices[-edge:])
+        chosen.update(range(max(0, n - tail), n))
+        programs = [op.index for op in ops if op.kind not in ERASE_KINDS]
+        if programs and stride_points > 0:
+            step = max(1, len(programs) // stride_points)
+            chosen.update(programs[step // 2::step])
+    elif isinstance(points, str):
+        raise ValueError(f"points must be 'default', 'all' or operation indices, not {points!r}")
+    else:
+        for i in points:
+            if not 0 <= i <= n:
+                raise ValueError(f"cut point {i} is outside 0..{n} (the download has {n} flash operations)")
+            if i < n:
+                chosen.add(i)
+    result = [CutPoint(i, mode) for i in sorted(chosen) for mode in MODES]
+    result.append(CutPoint(n, BETWEEN, after_last=True))
+    return result
+
+
+def parse_points(text: str) -> str | list[int]:
+    """``default``, ``all`` or a comma list of operation indices and ranges (``0,5,10-12``)."""
+    text = text.strip()
+    if text in ("default", "all"):
+        return text
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(x, 0) for x in part.split("-", 1))
+                out.extend(range(lo, hi + 1))
+            else:
+                out.append(int(part, 0))
+        except ValueError:
+            raise ValueError(f"bad cut point {part!r}: expected default, all, or indices like 0,5,10-12") from None
+    return out
+
+
+# -- classification -------------------------------------------------------------------------------
+
+@dataclass
+class BootObservation:
+    """What the board did after power came back."""
+
+    jumped: bool
+    jump_address: int | None = None
+    jump_msp: int | None = None
+    jump_time_ns: int | None = None
+    stop_kind: str = ""
+    stop_detail: str = ""
+    stop_clean: bool = False
+    uart_after_jump: str = ""
+    uart_total: str = ""
+    usb_attached: bool = False
+    faults: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"jumped": self.jumped, "jump_address": self.jump_address, "jump_msp": self.jump_msp,
+                "jump_time_ns": self.jump_time_ns, "stop": {"reason": self.stop_kind, "detail": self.stop_detail},
+                "uart_after_jump": self.uart_after_jump, "usb_attached": self.usb_attached,
+                "faults": self.faults}
+
+
+def classify(obs: BootObservation, expected_uart: str | None, expected_stop: str | None = None) -> str:
+    """``dfu`` / ``app_ok`` / ``broken_app`` / ``bricked`` (see the module docstring).
+
+    ``expected_uart`` is what the application printed after the complete
+    reference download; ``None`` (the reference itself failed) means no boot
+    can count as ``app_ok``."""
+    if obs.jumped:
+        behaved = obs.stop_clean or (expected_stop is not None and obs.stop_kind == expected_stop)
+        if expected_uart is not None and behaved and obs.uart_after_jump == expected_uart and not obs.faults:
+            return "app_ok"
+        return "broken_app"
+    return "dfu" if obs.usb_attached else "bricked"
+
+
+def observe_boot(machine: Machine, app_region: tuple[int, int], boot_region: tuple[int, int],
+                 run_ns: int) -> BootObservation:
+    """Power the board on with BOOT1 high and run it, watching for the jump out of
+    the bootloader: the first instruction executed in ``app_region``, or a fault
+    whose PC lies outside ``boot_region`` (a jump to an erased reset vector faults
+    before any instruction runs)."""
+    m = machine
+    m.drive_pin(*BOOT1_PIN, True)
+    m.power_on()
+    faults_before = len(m.faults)
+    uart_before = len(m.uart_output.get(1, b""))
+    jump: dict[str, int] = {}
+
+    def hook(uc, address, size, _ud):  # noqa: ANN001 - Unicorn callback
+        if not jump:
+            jump.update(address=address, msp=m.reg("msp"), time_ns=m.now_ns,
+                        uart=len(m.uart_output.get(1, b"")))
+            m.stop_soon()
+
+    handle = m.uc.hook_add(UC_HOOK_CODE, hook, begin=app_region[0], end=app_region[1] - 1)
+    m.uc.ctl_remove_cache(app_region[0], app_region[1])
+    t_end = m.now_ns + run_ns
+    try:
+        stop = m.run(max_ns=run_ns, until=lambda: bool(jump))
+    finally:
+        m.uc.hook_del(handle)
+    if jump and stop.kind == "condition" and m.now_ns < t_end:
+        stop = m.run(max_ns=t_end - m.now_ns)
+    faults = [{"cause": f.cause, "pc": f.pc, "address": f.address, "time_ns": f.time_ns,
+               "symbol": m.symbol(f.pc)} for f in m.faults[faults_before:]]
+    if not jump:
+        outside = [f for f in faults if not boot_region[0] <= f["pc"] < boot_region[1]]
+        if outside:
+            jump.update(address=outside[0]["pc"], msp=m.reg("msp"), time_ns=outside[0]["time_ns"],
+                        uart=len(m.uart_output.get(1, b"")))
+    uart = bytes(m.uart_output.get(1, b""))
+    return BootObservation(
+        jumped=bool(jump), jump_address=jump.get("address"), jump_msp=jump.get("msp"),
+        jump_time_ns=jump.get("time_ns"), stop_kind=stop.kind, stop_detail=stop.detail, stop_clean=stop.clean,
+        uart_after_jump=uart[jump["uart"]:].decode("latin-1") if jump else "",
+        uart_total=uart[uart_before:].decode("latin-1"), usb_attached=m.usb.attached(), faults=faults)
+
+
+# -- the download ---------------------------------------------------------------------------------
+
+@dataclass
+class _Plan:
+    boot_image: str
+    app_file: str
+    image: Any  # hostside image with .segments
+    chip: str | None
+    erase_order: str
+    flash_timing: str
+
+    @property
+    def app_range(self) -> tuple[int, int]:
+        start = self.image.segments[0].address
+        return start, start + self.image.size
+
+
+def _load_plan(boot_image: str, app_file: str, app_address: int | None, chip: str | None,
+               erase_order: str, flash_timing: str) -> _Plan:
+    try:
+        loaded = load_file(app_file, app_address if app_address is not None else DEFAULT_APP_ADDRESS)
+    except FileNotFoundError as e:
+        raise EmulatorError(str(e)) from None
+    except FileFormatError as e:
+        raise EmulatorError(f"{app_file}: {e}") from None
+    if loaded.image is None or not loaded.image.segments:
+        raise EmulatorError(f"{app_file}: nothing to download")
+    return _Plan(boot_image, app_file, loaded.image, chip, erase_order, flash_timing)
+
+
+def _new_board(plan: _Plan) -> Board:
+    return build_board(BoardOptions(image=plan.boot_image, chip=plan.chip, boot1=False,
+                                    flash_timing=plan.flash_timing))
+
+
+def _download(board: Board, plan: _Plan) -> str | None:
+    """The same session as ``flash_and_boot``: download, then BOOT1 high and leave.
+    Returns an error text, or None.  A power cut raises :class:`_PowerCut`."""
+    target = attach(board)
+    transport = PyUsbTransport(target.device, wait_ms=target.wait_ms, now_ns=target.now_ns)
+    try:
+        client = DfuClient(transport, 0)
+        client.start()
+        layout = parse_layout(client.alt_setting.name)
+        client.download_dfuse(plan.image, layout, erase_order=plan.erase_order)
+        board.machine.drive_pin(*BOOT1_PIN, True)
+        client.leave(plan.image.segments[0].address)
+    except (DfuException, LayoutError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _flash_digest(m: Machine) -> str:
+    h = hashlib.sha256(bytes(m.flash.storage))
+    h.update(m.flash.option_bytes)
+    return h.hexdigest()[:16]
+
+
+# -- the sweep ------------------------------------------------------------------------------------
+
+@dataclass
+class Trial:
+    point: CutPoint
+    outcome: str
+    op: FlashOp | None
+    observation: BootObservation | None = None
+    cut_time_ns: int | None = None
+    changed_bytes: int | None = None  # bytes of the cut operation written before the cut
+    flash_digest: str | None = None
+    prediction_ok: bool | None = None  # between cuts: flash == ops 0..k-1 of the reference
+    same_as: str | None = None  # label of the trial with the same flash (not replayed)
+    download_error: str | None = None
+    wall_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"point": self.point.label, "index": self.point.index, "mode": self.point.mode,
+                "after_last": self.point.after_last, "outcome": self.outcome,
+                "op": None if self.op is None else self.op.as_dict(), "cut_time_ns": self.cut_time_ns,
+                "changed_bytes": self.changed_bytes, "flash_digest": self.flash_digest,
+                "prediction_ok": self.prediction_ok, "same_as": self.same_as,
+                "download_error": self.download_error,
+                "boot": None if self.observation is None else self.observation.as_dict(),
+                "wall_s": round(self.wall_s, 3)}
+
+
+@dataclass
+class SweepReport:
+    boot_image: str
+    app_file: str
+    erase_order: str
+    ops: list[FlashOp]
+    reference: BootObservation
+    reference_error: str | None
+    expected_uart: str | None
+    trials: list[Trial] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        c = dict.fromkeys(OUTCOMES, 0)
+        for t in self.trials:
+            c[t.outcome] = c.get(t.outcome, 0) + 1
+        return c
+
+    @property
+    def jumps_into_broken_image(self) -> bool:
+        return any(t.outcome == "broken_app" for t in self.trials)
+
+    @property
+    def clean(self) -> bool:
+        """No cut leads to a jump into a half-written image, and none bricks the board."""
+        return not any(t.outcome in ("broken_app", "bricked") for t in self.trials) and not self.problems
+
+    @property
+    def problems(self) -> list[str]:
+        out = []
+        if self.reference_error:
+            out.append(f"reference download failed: {self.reference_error}")
+        if self.expected_uart is None:
+            out.append("the application did not run cleanly after the complete reference download")
+        out += [f"{t.point.label}: replay diverged from the reference (flash differs)"
+                for t in self.trials if t.prediction_ok is False]
+        out += [f"{t.point.label}: {t.download_error}" for t in self.trials if t.download_error]
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        kinds: dict[str, int] = {}
+        for op in self.ops:
+            kinds[op.kind] = kinds.get(op.kind, 0) + 1
+        return {"boot_image": self.boot_image, "app_file": self.app_file, "erase_order": self.erase_order,
+                "operations": len(self.ops), "operation_kinds": kinds,
+                "reference": {"error": self.reference_error, "expected_uart": self.expected_uart,
+                              "boot": self.reference.as_dict()},
+                "counts": self.counts(), "clean": self.clean,
+                "jumps_into_broken_image": self.jumps_into_broken_image, "problems": self.problems,
+                "trials": [t.as_dict() for t in self.trials], "wall_s": round(self.wall_s, 3)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2)
+
+
+def sweep(boot_image: str, app_file: str, *, points: str | Iterable[int] = "default",
+          erase_order: str = "all-first", chip: str | None = None, run_ns: int = DEFAULT_RUN_NS,
+          app_address: int | None = None, flash_timing: str = "typical", dedupe: bool = True,
+          progress: Callable[[Trial], None] | None = None) -> SweepReport:
+    """Download ``app_file`` through ``boot_image``'s DFU and cut the power at the
+    selected flash operations; see the module docstring.  ``dedupe=False`` replays
+    every cut even when its flash would equal an earlier one's."""
+    t_start = time.perf_counter()
+    plan = _load_plan(boot_image, app_file, app_address, chip, erase_order, flash_timing)
+    app_range = plan.app_range
+
+    # Reference: the whole download, the bootloader's own reset, the application.
+    board = _new_board(plan)
+    m = board.machine
+    initial = bytes(m.flash.storage)
+    tap = _Tap(m)
+    error = _download(board, plan)
+    tap.detach()
+    ops = tap.ops
+    flash_end = m.chip.flash_base + m.chip.flash_size
+    region = (app_range[0], flash_end)
+    boot_region = (m.chip.flash_base, app_range[0])
+    ref = _observe_after_leave(m, region, boot_region, run_ns)
+    expected_uart = ref.uart_after_jump if ref.jumped and ref.stop_clean and not ref.faults and not error else None
+    report = SweepReport(boot_image, app_file, erase_order, ops, ref, error, expected_uart)
+
+    page = m.flash.page_size
+    chosen = select_points(ops, points, page_size=page, image_range=app_range)
+    state_of = _state_keys(ops)
+    seen: dict[Any, Trial] = {}
+    for point in chosen:
+        t0 = time.perf_counter()
+        key = state_of(point)
+        op = ops[point.index] if point.index < len(ops) else None
+        if dedupe and key is not None and key in seen:
+            first = seen[key]
+            trial = Trial(point, first.outcome, op, first.observation, flash_digest=first.flash_digest,
+                          same_as=first.point.label)
+        else:
+            trial = _run_trial(plan, point, op, region, boot_region, run_ns, expected_uart, initial, ops)
+            if key is not None:
+                seen[key] = trial
+        trial.wall_s = time.perf_counter() - t0
+        report.trials.append(trial)
+        if progress is not None:
+            progress(trial)
+    report.wall_s = time.perf_counter() - t_start
+    return report
+
+
+def _observe_after_leave(m: Machine, app_region: tuple[int, int], boot_region: tuple[int, int],
+                         run_ns: int) -> BootObservation:
+    """The reference boot: after leave the bootloader resets the chip itself; power
+    it off and on so the reference boots exactly like the trials do."""
+    m.power_cut()
+    return observe_boot(m, app_region, boot_region, run_ns)
+
+
+def _state_keys(ops: Sequence[FlashOp]) -> Callable[[CutPoint], Any]:
+    """A key equal for two cuts exactly when the flash they leave is predicted equal:
+    between k leaves the changing operations before k done; a mid cut of an
+    operation that changes nothing leaves the same."""
+    done_before = [0]
+    for op in ops:
+        done_before.append(done_before[-1] + (1 if op.changes else 0))
+
+    def key(point: CutPoint) -> Any:
+        k = point.index
+        if point.mode == BETWEEN or not ops[k].changes:
+            return ("state", done_before[k])
+        return ("mid", k)
+
+    return key
+
+
+def _predicted_flash(initial: bytes, ops: Sequence[FlashOp], k: int) -> bytes:
+    flash = bytearray(initial)
+    for op in ops[:k]:
+        if op.area == "main" and op.new:
+            flash[op.offset:op.offset + len(op.new)] = op.new
+    return bytes(flash)
+
+
+def _run_trial(plan: _Plan, point: CutPoint, op: FlashOp | None, region: tuple[int, int],
+               boot_region: tuple[int, int], run_ns: int, expected_uart: str | None, initial: bytes,
+               ops: Sequence[FlashOp]) -> Trial:
+    board = _new_board(plan)
+    m = board.machine
+    tap = _Tap(m, point)
+    error: str | None = None
+    try:
+        error = _download(board, plan)
+    except _PowerCut:
+        pass
+    finally:
+        tap.detach()
+    if not tap.cut_done:
+        # The cut never came (the replay diverged, or a DFU error ended it early).
+        error = error or f"the download ended after {len(tap.ops)} operations, before {point.label}"
+        m.power_cut()
+    changed = None
+    cut_entries = [e for e in m.flash.journal.entries if e.kind == fj.POWER_CUT]
+    if cut_entries and tap.cut_op is not None:
+        changed = cut_entries[-1].detail.get("changed_bytes")
+    prediction_ok = None
+    if point.mode == BETWEEN and tap.cut_done:
+        prediction_ok = bytes(m.flash.storage) == _predicted_flash(initial, ops, point.index)
+    digest = _flash_digest(m)
+    obs = observe_boot(m, region, boot_region, run_ns)
+    outcome = classify(obs, expected_uart)
+    return Trial(point, outcome, op if op is not None else tap.cut_op, obs, tap.cut_time_ns, changed, digest,
+                 prediction_ok, download_error=error if not tap.cut_done else None)
+
+
+# -- presentation ---------------------------------------------------------------------------------
+
+def render(reports: Sequence[SweepReport], console: Any = None, *, all_rows: bool = False) -> None:
+    """A rich table per report: one row per distinct outcome run (rows equal to the
+    previous one in outcome and evidence are folded unless ``all_rows``)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if console is None:
+        console = Console(stderr=True, highlight=False)
+        if not console.is_terminal:
+            console = Console(stderr=True, highlight=False, width=160)
+    style = {"dfu": "green", "app_ok": "green", "broken_app": "bold red", "bricked": "bold red"}
+    for rep in reports:
+        t = Table(title=f"power-cut sweep: {rep.boot_image} + {rep.app_file} ({rep.erase_order}, "
+                        f"{len(rep.ops)} flash operations, {len(rep.trials)} cuts)")
+        for col in ("cut", "operation", "outcome", "evidence"):
+            t.add_column(col, overflow="fold")
+        prev: tuple[str, str] | None = None
+        folded = 0
+        for tr in rep.trials:
+            ev = _evidence(tr)
+            sig = (tr.outcome, _signature(tr))
+            if not all_rows and sig == prev:
+                folded += 1
+                continue
+            if folded:
+                t.add_row("", f"… {folded} more with the same outcome", "", "")
+                folded = 0
+            prev = sig
+            t.add_row(tr.point.label, _op_text(tr.op), f"[{style[tr.outcome]}]{tr.outcome}[/]", ev)
+        if folded:
+            t.add_row("", f"… {folded} more with the same outcome", "", "")
+        console.print(t)
+        counts = ", ".join(f"{k} {v}" for k, v in rep.counts().items())
+        verdict = ("[bold red]jumps into a half-written image[/]" if rep.jumps_into_broken_image
+                   else "[green]never jumps into a half-written image[/]")
+        console.print(f"{counts} — {verdict} ({rep.wall_s:.1f} s)")
+        for p in rep.problems:
+            console.print(f"[yellow]problem:[/] {p}")
+
+
+def _op_text(op: FlashOp | None) -> str:
+    if op is None:
+        return "-"
+    addr = "-" if op.address is None else f"0x{op.address:08X}"
+    return f"{op.kind} {addr}"
+
+
+def _signature(tr: Trial) -> str:
+    o = tr.observation
+    if o is None:
+        return ""
+    return f"{o.jump_address}|{o.stop_kind}|{o.uart_after_jump}|{o.usb_attached}"
+
+
+def _evidence(tr: Trial) -> str:
+    o = tr.observation
+    if tr.download_error:
+        return f"cut not reached: {tr.download_error}"
+    if o is None:
+        return ""
+    parts = []
+    if o.jumped:
+        parts.append(f"jump 0x{o.jump_address:08X} MSP 0x{(o.jump_msp or 0):08X}")
+        parts.append(f"{o.stop_kind}: {o.stop_detail}" if o.stop_detail else o.stop_kind)
+        text = o.uart_after_jump.strip().replace("\r\n", " | ")
+        parts.append(f"uart {text[:60]!r}" if text else "no uart output")
+    else:
+        parts.append("USB attached" if o.usb_attached else "no USB device")
+        parts.append(o.stop_kind)
+    if tr.same_as:
+        parts.append(f"same flash as {tr.same_as}")
+    return "; ".join(parts)
+
+
+# -- CLI glue (emulator/cli.py wires these into ``flash``) ------------------------------------------
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``python -m emulator flash BOOT APP --power-cut-sweep``."""
+    parser.add_argument("--power-cut-sweep", action="store_true",
+                        help="cut the power at the download's flash operations in turn and report each reboot")
+    parser.add_argument("--sweep-points", default="default", metavar="SPEC",
+                        help="default (erases, page edges, commit record, stride), all (slow: 2 trials per "
+                             "operation, ~0.5 s each) or operation indices like 0,5,10-12")
+    parser.add_argument("--sweep-all-rows", action="store_true", help="do not fold equal rows of the table")
+
+
+def cmd_power_cut_sweep(args: argparse.Namespace) -> int:
+    """Exit 0 when no cut jumps into a half-written image or bricks the board, else 1."""
+    try:
+        points = parse_points(args.sweep_points)
+    except ValueError as e:
+        raise EmulatorError(str(e)) from None
+    try:
+        rep = sweep(args.image, args.app, points=points, erase_order=getattr(args, "erase_order", "all-first"),
+                    chip=getattr(args, "chip", None), run_ns=getattr(args, "max_time", DEFAULT_RUN_NS),
+                    app_address=getattr(args, "address", None),
+                    flash_timing=getattr(args, "flash_timing", "typical"))
+    except ValueError as e:
+        raise EmulatorError(str(e)) from None
+    if getattr(args, "json", False):
+        print(rep.to_json())
+    else:
+        render([rep], all_rows=getattr(args, "sweep_all_rows", False))
+    return 0 if rep.clean else 1
