@@ -210,7 +210,10 @@ class CutPoint:
         return "after last op" if self.after_last else f"{self.mode} #{self.index}"
 
 
-def select_points(ops: Sequence[FlashOp], points: str | Iterable[int] = "default", *,
+PointSpec = str | Iterable[int] | Callable[[Sequence[FlashOp]], Iterable[int]]
+
+
+def select_points(ops: Sequence[FlashOp], points: PointSpec = "default", *,
                   page_size: int = 2048, image_range: tuple[int, int] | None = None,
                   edge: int = DEFAULT_EDGE, stride_points: int = DEFAULT_STRIDE_POINTS,
                   tail: int = DEFAULT_TAIL) -> list[CutPoint]:
@@ -220,10 +223,13 @@ def select_points(ops: Sequence[FlashOp], points: str | Iterable[int] = "default
     ``"default"``: every erase; per page, the first and last ``edge`` programs;
     every operation outside ``image_range`` (e.g. a commit record); the last
     ``tail`` operations; about ``stride_points`` programs evenly spread through
-    the rest; and after the last operation.  An iterable of indices: those
-    operations (both modes) and after the last one."""
+    the rest; and after the last operation.  An iterable of indices, or a
+    callable that picks them from the reference operations: those operations
+    (both modes) and after the last one."""
     n = len(ops)
     chosen: set[int] = set()
+    if callable(points):
+        points = list(points(ops))
     if points == "all":
         chosen = set(range(n))
     elif points == "default":
@@ -500,7 +506,7 @@ class SweepReport:
         return json.dumps(self.as_dict(), indent=2)
 
 
-def sweep(boot_image: str, app_file: str, *, points: str | Iterable[int] = "default",
+def sweep(boot_image: str, app_file: str, *, points: PointSpec = "default",
           erase_order: str = "all-first", chip: str | None = None, run_ns: int = DEFAULT_RUN_NS,
           app_address: int | None = None, flash_timing: str = "typical", dedupe: bool = True,
           progress: Callable[[Trial], None] | None = None) -> SweepReport:
