@@ -372,6 +372,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         return serve_usbip(board_options(args), host=args.host, port=args.port,
                            idle_timeout_s=args.idle_timeout / 1e9, timeout_ms=args.transfer_timeout / 1e6,
+                           poll_scale=args.poll_scale,
                            attach_timeout_ns=args.attach_timeout, pcap_path=args.usb_pcap)
     result = serve_command(board_options(args), command, poll_scale=args.poll_scale,
                            timeout_ms=args.transfer_timeout / 1e6, attach_timeout_ns=args.attach_timeout,
