@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="emulated time the application may run after the reset (default 2s)")
     fl.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
     fl.add_argument("--explain", action="store_true", help="narrate the boot flow step by step on stdout")
+    from emulator.powercut import add_sweep_arguments
+    add_sweep_arguments(fl)
     ck = sub.add_parser("check", help="flash through the bootloader with every host erase order and report "
                                       "what breaks the boot flow")
     ck.add_argument("image", help="the bootloader image")
@@ -117,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--max-time", type=parse_duration, default=parse_duration("2s"),
                     help="emulated time the application may run after the jump (default 2s)")
     ck.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    from emulator.serve import add_serve_parser
+    add_serve_parser(sub)
     info = sub.add_parser("usb-info", help="boot with BOOT1 low, enumerate the USB device, print it like lsusb -v")
     add_board_arguments(info)
     info.set_defaults(boot1=False)
@@ -129,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_flash(args: argparse.Namespace) -> int:
     from emulator import report
     from emulator.scenario import flash_and_boot, outcome_summary
+
+    if args.power_cut_sweep:
+        from emulator.powercut import cmd_power_cut_sweep
+        return cmd_power_cut_sweep(args)
 
     outcome = flash_and_boot(args.image, args.app, app_address=args.address, erase_order=args.erase_order,
                              verify=not args.no_verify, boot1_after=args.boot1_after, chip=args.chip,
@@ -262,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_flash(args)
         if args.command == "check":
             return cmd_check(args)
+        if args.command == "serve":
+            from emulator.serve import cmd_serve
+            return cmd_serve(args)
         if args.command == "usb-info":
             return cmd_usb_info(args)
     except EmulatorError as e:
