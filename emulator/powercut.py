@@ -53,6 +53,7 @@ from emulator.machine import EmulatorError, Machine
 from emulator.scenario import DEFAULT_APP_ADDRESS
 from emulator.session import BOOT1_PIN, Board, BoardOptions, build_board
 from firmware_models import flash_journal as fj
+from firmware_models.flash import FlashOperation
 from hostside.dfu import DfuClient, DfuException
 from hostside.dfuse_layout import LayoutError, parse_layout
 from hostside.files import FileFormatError, load_file
@@ -103,11 +104,9 @@ class FlashOp:
 
 class _Tap:
     """Watches the FPEC of one machine from outside: every operation it starts
-    (``FlashInterface._begin``), every one it finishes (``_complete``), and the
-    host's waits (``Machine.run_ns``), so a cut lands exactly at an operation.
-
-    The flash model has no public "operation started" hook; wrapping the two
-    instance methods keeps flash.py untouched (see the report)."""
+    and finishes (``FlashInterface.operation_listeners``), and the host's waits
+    (``Machine.run_ns``, wrapped on this instance), so a cut lands exactly at an
+    operation."""
 
     def __init__(self, machine: Machine, cut: CutPoint | None = None) -> None:
         self.m = machine
@@ -121,34 +120,30 @@ class _Tap:
         self.cut_done = False
         self.cut_op: FlashOp | None = None
         self.cut_time_ns: int | None = None
-        for name in ("_begin", "_complete"):
-            if not callable(getattr(self.flash, name, None)):
-                raise EmulatorError(f"the flash model has no {name}(): the power-cut sweep cannot watch it")
-        self._orig_begin = self.flash._begin
-        self._orig_complete = self.flash._complete
+        self.flash.operation_listeners.append(self._on_operation)
         self._orig_run_ns = machine.run_ns
-        self.flash._begin = self._begin  # type: ignore[method-assign]
-        self.flash._complete = self._complete  # type: ignore[method-assign]
         machine.run_ns = self._run_ns  # type: ignore[method-assign]
 
     def detach(self) -> None:
-        for obj, name in ((self.flash, "_begin"), (self.flash, "_complete"), (self.m, "run_ns")):
-            obj.__dict__.pop(name, None)
+        self.flash.operation_listeners.remove(self._on_operation)
+        self.m.__dict__.pop("run_ns", None)
 
     @property
     def counting(self) -> bool:
         # Only the download: after the bootloader resets the chip the application runs.
         return self.m.resets == self.resets_at_start and not self.cut_done
 
-    def _begin(self, kind: str, now: int, pc: int, duration: int, **kw: Any) -> None:
-        self._orig_begin(kind, now, pc, duration, **kw)
+    def _on_operation(self, what: str, op: FlashOperation) -> None:
         if not self.counting:
             return
-        op = self.flash._op
-        new = kw.get("new", b"")
-        fop = FlashOp(len(self.ops), kind, kw.get("journal_address"), len(new), now, duration,
-                      kw.get("area", "main"), kw.get("offset", 0),
-                      op.old if op is not None else b"", bytes(new), pc)
+        if what == "start":
+            self._started(op)
+        else:
+            self._completed()
+
+    def _started(self, op: FlashOperation) -> None:
+        fop = FlashOp(len(self.ops), op.kind, op.journal_address, len(op.new), op.start_ns,
+                      op.due_ns - op.start_ns, op.area, op.offset, bytes(op.old), bytes(op.new), op.pc)
         self.ops.append(fop)
         cut = self.cut
         if cut is not None and cut.index == fop.index:
@@ -156,13 +151,10 @@ class _Tap:
             if cut.mode == BETWEEN:
                 self.cut_now = True
             else:
-                self.cut_at_ns = now + duration // 2
+                self.cut_at_ns = op.start_ns + (op.due_ns - op.start_ns) // 2
             self.m.stop_soon()  # back to _run_ns after this instruction
 
-    def _complete(self) -> None:
-        self._orig_complete()
-        if not self.counting:
-            return
+    def _completed(self) -> None:
         self.completed += 1
         cut = self.cut
         if cut is not None and cut.mode == BETWEEN and cut.index == self.completed and cut.after_last:

@@ -163,6 +163,9 @@ class _Operation:
     detail: dict[str, Any] | None = None
 
 
+FlashOperation = _Operation  # the public name for listeners
+
+
 class FlashInterface(Peripheral):
     NAME = "FLASH"
     SIZE = 0x400
@@ -231,6 +234,9 @@ class FlashInterface(Peripheral):
         self._options = bytearray(self._check_option_bytes(option_bytes))
         self.journal = fj.FlashJournal(flash_base, flash_size, page_size)
         self._op: _Operation | None = None
+        # Called with ("start", op) when an operation begins and ("complete", op) when it
+        # ends, for tools that watch the FPEC from outside (the power-cut sweep).
+        self.operation_listeners: list[Callable[[str, FlashOperation], None]] = []
         self._deferred: deque[tuple[str, int, int, int]] = deque()
         self._locked_out = False
         self._key_step = 0
@@ -589,6 +595,8 @@ class FlashInterface(Peripheral):
         self.set_field("SR", "BSY", 1)
         op.timer = self.port.schedule(duration, self._complete, f"{self.name}.{kind}")
         self.port.stall_until(op.due_ns)
+        for listener in self.operation_listeners:
+            listener("start", op)
 
     def _write_area(self, area: str, offset: int, data: bytes) -> None:
         if not data or area == "none":
@@ -620,7 +628,9 @@ class FlashInterface(Peripheral):
         self.set_field("CR", "STRT", 0)
         self.set_field("SR", "EOP", 1)
         self._update_irq()
-        self._run_deferred()
+        for listener in self.operation_listeners:
+            listener("complete", op)
+        self._run_deferred()  # may start the next operation: after this one is reported
 
     def _journal_op(self, op: _Operation, new: bytes, end_ns: int, **extra: Any) -> None:
         detail = dict(op.detail or {})
