@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="emulated time the application may run after the reset (default 2s)")
     fl.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
     fl.add_argument("--explain", action="store_true", help="narrate the boot flow step by step on stdout")
+    fl.add_argument("--transport", choices=("usb", "fops"), default="usb",
+                    help="usb: the bootloader's own USB DFU stack; fops: call its USBD_DFU_fops_FS "
+                         "functions directly, USB bypassed")
+    fl.add_argument("--fops", type=parse_int, default=None, metavar="ADDR",
+                    help="address of the media-interface table when the image has no symbols")
     from emulator.powercut import add_sweep_arguments
     add_sweep_arguments(fl)
     ck = sub.add_parser("check", help="flash through the bootloader with every host erase order and report "
@@ -138,9 +143,14 @@ def cmd_flash(args: argparse.Namespace) -> int:
         from emulator.powercut import cmd_power_cut_sweep
         return cmd_power_cut_sweep(args)
 
-    outcome = flash_and_boot(args.image, args.app, app_address=args.address, erase_order=args.erase_order,
-                             verify=not args.no_verify, boot1_after=args.boot1_after, chip=args.chip,
-                             flash_file=args.flash_file, flash_timing=args.flash_timing, run_ns=args.max_time)
+    run = flash_and_boot
+    extra = {}
+    if args.transport == "fops":
+        from emulator.fops import fops_flash_and_boot
+        run, extra = fops_flash_and_boot, {"fops_address": args.fops}
+    outcome = run(args.image, args.app, app_address=args.address, erase_order=args.erase_order,
+                  verify=not args.no_verify, boot1_after=args.boot1_after, chip=args.chip,
+                  flash_file=args.flash_file, flash_timing=args.flash_timing, run_ns=args.max_time, **extra)
     data = outcome_summary(outcome)
     if args.explain:
         from emulator.explain import narrate

@@ -68,6 +68,10 @@ THUMB_B_SELF = 0xE7FE  # "b ." : the idle loop of countless main()s
 THUMB_WFI = 0xBF30
 THUMB_WFE = 0xBF20
 EXC_RETURNS = (0xFFFFFFF1, 0xFFFFFFF9, 0xFFFFFFFD)
+CALL_RETURN = 0xF000_0000  # unmapped: a fetch here means a function called by call_function returned
+_CONTEXT_REGS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
+    A.UC_ARM_REG_MSP, A.UC_ARM_REG_PSP, A.UC_ARM_REG_LR, A.UC_ARM_REG_PC, A.UC_ARM_REG_XPSR,
+    A.UC_ARM_REG_PRIMASK, A.UC_ARM_REG_BASEPRI, A.UC_ARM_REG_FAULTMASK)
 SENTINEL_SRAM = 0xA5  # power-on SRAM fill, so reads of uninitialised memory stand out
 
 
@@ -397,6 +401,32 @@ class Machine:
             self.scheduler.advance_to(nxt, hz)
         return last
 
+    def call_function(self, address: int, args: tuple[int, ...] = (), *, max_ns: int = 10_000_000_000) -> int:
+        """Call a firmware function (AAPCS: up to four word arguments, result in r0) from
+        where the CPU is now, run until it returns, and put the CPU back as it was.
+
+        Interrupts keep being taken during the call, as they would if the firmware made
+        it.  Used to drive a bootloader's own media interface with its USB stack bypassed.
+        """
+        if len(args) > 4:
+            raise ValueError("call_function passes at most four arguments in registers")
+        uc = self.uc
+        saved = [uc.reg_read(r) for r in _CONTEXT_REGS]
+        was_sleeping, self.cpu.sleeping = self.cpu.sleeping, False
+        for i, value in enumerate(args):
+            uc.reg_write(getattr(A, f"UC_ARM_REG_R{i}"), value & 0xFFFFFFFF)
+        uc.reg_write(A.UC_ARM_REG_LR, CALL_RETURN | 1)
+        uc.reg_write(A.UC_ARM_REG_PC, address | 1)
+        stop = self.run(max_ns=max_ns)
+        if stop.kind != "condition" or stop.detail != "function returned":
+            raise EmulatorError(f"{self.symbol(address)} did not return: {stop.kind}: {stop.detail}")
+        result = uc.reg_read(A.UC_ARM_REG_R0)
+        for reg, value in zip(_CONTEXT_REGS, saved, strict=True):
+            uc.reg_write(reg, value | 1 if reg == A.UC_ARM_REG_PC else value)
+        self.cpu.sleeping = was_sleeping
+        self._stop = None
+        return result
+
     def stop_soon(self) -> None:
         """Make :meth:`run_ns` return after the current instruction."""
         self._external_stop = True
@@ -595,6 +625,8 @@ class Machine:
             # Stores are buffered on the Cortex-M3: the fault is imprecise, the stacked
             # PC is past the store (B3.2.15 IMPRECISERR).
             self._fault("IMPRECISERR", pc, addr, pc + self._insn_size(pc))
+        elif errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT) and pc == CALL_RETURN:
+            self._stop = StopReason("condition", "function returned", pc)
         elif errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT):
             if mm.SYSTEM_BLOCK <= pc < mm.SYSTEM_MEMORY_END:
                 self._stop = StopReason("system-memory", f"jumped to 0x{pc:08X} in ST's system-memory "
@@ -755,6 +787,9 @@ class Machine:
                 # bit 0 of the target cleared.
                 self._sync()
                 self.exc.exception_return(pc | 1)
+            elif intno == 3 and pc == CALL_RETURN:
+                self._stop = StopReason("condition", "function returned", pc)
+                uc.emu_stop()
             elif intno == 3:
                 # Instruction fetch from the execute-never system region, e.g. an erased
                 # (0xFFFFFFFF) vector: MemManage IACCVIOL (B3.5.1).
