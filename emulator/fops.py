@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from emulator.machine import EmulatorError, Machine
-from emulator.scenario import DEFAULT_APP_ADDRESS, FlashOutcome, _watch_jump
+from emulator.scenario import FlashOutcome, _watch_jump, load_application
 from emulator.session import BOOT1_PIN, BoardOptions, build_board
 from hostside.dfuse_layout import LayoutError, RegionError, parse_layout
-from hostside.files import FileFormatError, load_file
 
 FOPS_SYMBOL = "USBD_DFU_fops_FS"
 CHUNK = 1024  # the smallest transfer size the seed allows; any size exercises the same calls
@@ -63,13 +62,8 @@ def fops_flash_and_boot(boot_image: str, app_file: str, *, fops_address: int | N
                         app_address: int | None = None, erase_order: str = "all-first", verify: bool = True,
                         boot1_after: bool = True, chip: str | None = None, flash_file: str | None = None,
                         flash_timing: str = "typical", run_ns: int = 2_000_000_000) -> FlashOutcome:
-    try:
-        loaded = load_file(app_file, app_address if app_address is not None else DEFAULT_APP_ADDRESS)
-    except (FileNotFoundError, FileFormatError) as e:
-        raise EmulatorError(f"{app_file}: {e}") from None
-    image = loaded.image
-    if image is None or not image.segments:
-        raise EmulatorError(f"{app_file}: nothing to download")
+    image = load_application(app_file, app_address).image
+    assert image is not None
     board = build_board(BoardOptions(image=boot_image, chip=chip, boot1=False, flash_file=flash_file,
                                      flash_timing=flash_timing))
     m = board.machine

@@ -50,13 +50,12 @@ from unicorn import UC_HOOK_CODE
 
 from emulator.dfu_target import attach
 from emulator.machine import EmulatorError, Machine
-from emulator.scenario import DEFAULT_APP_ADDRESS
+from emulator.scenario import load_application
 from emulator.session import BOOT1_PIN, Board, BoardOptions, build_board
 from firmware_models import flash_journal as fj
 from firmware_models.flash import FlashOperation
 from hostside.dfu import DfuClient, DfuException
 from hostside.dfuse_layout import LayoutError, parse_layout
-from hostside.files import FileFormatError, load_file
 from hostside.transport import PyUsbTransport
 
 BETWEEN, MID = "between", "mid"
@@ -377,15 +376,9 @@ class _Plan:
 
 def _load_plan(boot_image: str, app_file: str, app_address: int | None, chip: str | None,
                erase_order: str, flash_timing: str) -> _Plan:
-    try:
-        loaded = load_file(app_file, app_address if app_address is not None else DEFAULT_APP_ADDRESS)
-    except FileNotFoundError as e:
-        raise EmulatorError(str(e)) from None
-    except FileFormatError as e:
-        raise EmulatorError(f"{app_file}: {e}") from None
-    if loaded.image is None or not loaded.image.segments:
-        raise EmulatorError(f"{app_file}: nothing to download")
-    return _Plan(boot_image, app_file, loaded.image, chip, erase_order, flash_timing)
+    image = load_application(app_file, app_address).image
+    assert image is not None
+    return _Plan(boot_image, app_file, image, chip, erase_order, flash_timing)
 
 
 def _new_board(plan: _Plan) -> Board:

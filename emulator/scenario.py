@@ -19,7 +19,7 @@ from emulator.symbols import SymbolTable
 from firmware_models.nvic import exception_name
 from hostside.dfu import DfuClient, DfuException, DfuVerifyError
 from hostside.dfuse_layout import LayoutError, RegionError, parse_layout
-from hostside.files import FileFormatError, load_file
+from hostside.files import FileFormatError, LoadedFile, load_file
 from hostside.transport import PyUsbTransport
 
 DEFAULT_APP_ADDRESS = 0x0800_8000
@@ -66,21 +66,31 @@ class FlashOutcome:
                 and self.stop.clean)
 
 
-def flash_and_boot(boot_image: str, app_file: str, *, app_address: int | None = None,
-                   erase_order: str = "all-first", verify: bool = True, boot1_after: bool = True,
-                   chip: str | None = None, flash_file: str | None = None, flash_timing: str = "typical",
-                   run_ns: int = 2_000_000_000) -> FlashOutcome:
-    """Boot with BOOT1 low, download ``app_file`` through the firmware's own DFU,
-    leave (the bootloader resets the chip), then run what boots."""
+def load_application(app_file: str, app_address: int | None = None) -> LoadedFile:
+    """Read an application file (.bin at ``app_address``, default 0x0800_8000; .hex, ELF, .dfu).
+
+    Raises EmulatorError with one line for a missing, unreadable, malformed or empty file.
+    """
     try:
         loaded = load_file(app_file, app_address if app_address is not None else DEFAULT_APP_ADDRESS)
     except FileNotFoundError as e:
         raise EmulatorError(str(e)) from None
     except FileFormatError as e:
         raise EmulatorError(f"{app_file}: {e}") from None
-    image = loaded.image
-    if image is None or not image.segments:
+    if loaded.image is None or not loaded.image.segments:
         raise EmulatorError(f"{app_file}: nothing to download")
+    return loaded
+
+
+def flash_and_boot(boot_image: str, app_file: str, *, app_address: int | None = None,
+                   erase_order: str = "all-first", verify: bool = True, boot1_after: bool = True,
+                   chip: str | None = None, flash_file: str | None = None, flash_timing: str = "typical",
+                   run_ns: int = 2_000_000_000) -> FlashOutcome:
+    """Boot with BOOT1 low, download ``app_file`` through the firmware's own DFU,
+    leave (the bootloader resets the chip), then run what boots."""
+    loaded = load_application(app_file, app_address)
+    image = loaded.image
+    assert image is not None
     board = build_board(BoardOptions(image=boot_image, chip=chip, boot1=False, flash_file=flash_file,
                                      flash_timing=flash_timing))
     m = board.machine
