@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from emulator.chips import Chip, get_chip
-from emulator.dfu_target import attach
+from emulator.dfu_target import DeviceNotAttached, attach
+from emulator.loader import ImageError
 from emulator.machine import EmulatorError
 from emulator.scenario import DEFAULT_APP_ADDRESS, FlashOutcome, flash_and_boot
-from emulator.session import BoardOptions, build_board
+from emulator.session import BoardOptions, build_board, load_images
 from firmware_models.flash import TIMINGS
 from hostside.dfu import DfuClient, DfuException
 from hostside.dfuse_layout import LayoutError, parse_layout
@@ -65,8 +66,21 @@ def check(boot: str, app: str, *, erase_orders: tuple[str, ...] = ERASE_ORDERS, 
     except ValueError as e:
         raise EmulatorError(str(e)) from None
     report = CheckReport(boot, app, the_chip.name)
-    outcomes = {order: flash_and_boot(boot, app, app_address=app_address, erase_order=order, chip=chip,
-                                      run_ns=run_ns) for order in erase_orders}
+    try:
+        warnings = load_images(BoardOptions(image=boot, chip=chip), the_chip).warnings
+    except ImageError as e:
+        raise EmulatorError(str(e)) from None
+    for warning in warnings:
+        report.add(Finding("ram-exceeds-chip-sram", "the bootloader's RAM (.data/.bss) does not fit this chip's SRAM",
+                           {"warning": warning, "sram_bytes": the_chip.sram_size},
+                           "DESIGN §4 item 6: USBD_DFU_XFER_SIZE 32768 reserves a 32 KiB buffer"))
+    try:
+        outcomes = {order: flash_and_boot(boot, app, app_address=app_address, erase_order=order, chip=chip,
+                                          run_ns=run_ns) for order in erase_orders}
+    except DeviceNotAttached as e:
+        report.add(Finding("bootloader-never-attached", "the bootloader never connected to USB in DFU mode",
+                           {"detail": str(e)}, "RM0008 §23.4.2"))
+        return report
     for order, outcome in outcomes.items():
         report.runs[order] = _run_summary(outcome)
         _download_checks(report, order, outcome, the_chip)

@@ -21,6 +21,10 @@ from emulator.usb_link import UsbLink, connect
 DFU_VID, DFU_PID = 0x0483, 0xDF11
 
 
+class DeviceNotAttached(EmulatorError):
+    """The firmware never connected to USB: a property of the firmware, not bad input."""
+
+
 @dataclass
 class EmulatedTarget:
     board: Board
@@ -74,7 +78,7 @@ def attach(board: Board, *, pcap_path: str | None = None, attach_timeout_ns: int
     if not host.wire.attached():
         stop = board.machine.last_stop
         why = f" (the firmware {stop.kind}: {stop.detail})" if stop else ""
-        raise EmulatorError(f"{board.layout.images[0].path.name} never attached to USB within "
+        raise DeviceNotAttached(f"{board.layout.images[0].path.name} never attached to USB within "
                             f"{attach_timeout_ns / 1e9:g} s of emulated time{why}")
     device = usb.core.find(idVendor=DFU_VID, idProduct=DFU_PID, backend=link.backend)
     if device is None:

@@ -55,6 +55,7 @@ def summary(board: Board, stop: StopReason, wall_s: float | None = None) -> dict
         "fault_registers": {"CFSR": cfsr, "HFSR": hfsr, "BFAR": m.scb["BFAR"], "MMFAR": m.scb["MMFAR"],
                             "CFSR_bits": decode_bits(cfsr, CFSR_BITS), "HFSR_bits": decode_bits(hfsr, HFSR_BITS)},
         "vtor": m.nvic.vtor,
+        "warnings": list(board.layout.warnings),
         "unmodelled": [{"peripheral": p, "offset": o, "count": n} for (p, o), n in m.port.unmodelled_seen.items()],
         "guest_errors": [{"peripheral": p, "message": msg} for p, msg in m.port.guest_errors],
         "events": [e.as_dict() for e in m.events[:500]],
@@ -116,6 +117,8 @@ def render(data: dict[str, Any], console: Console | None = None) -> None:
               + (f", {data['wall_s']:.3f} s wall" if "wall_s" in data else ""))
     if data["resets"]:
         t.add_row("resets", str(data["resets"]))
+    for w in data["warnings"]:
+        t.add_row("image warning", f"[yellow]{escape(w)}[/]")
     for u in data["unmodelled"][:10]:
         t.add_row("unmodelled", f"{u['peripheral']}+0x{u['offset']:03X} ×{u['count']}")
     for g in data["guest_errors"][:10]:

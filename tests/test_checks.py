@@ -91,3 +91,12 @@ def test_explain_narrates_the_boot_flow_in_order_with_symbols(capsys):
     assert positions == sorted(positions)
     assert "boot_seed:SysTick_Handler" in text
     assert "past the end of flash" in text
+
+
+def test_seed_32k_dfu_buffer_is_reported_on_a_20k_part(capsys):
+    # On the STM32F103C8 the seed's .bss (32 KiB DFU buffer) runs past SRAM; the run itself fails.
+    code = main(["check", SEED, str(IMAGES / "app_small.bin"), "--chip", "c8", "--erase-order", "all-first",
+                 "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert "ram-exceeds-chip-sram" in {f["id"] for f in data["findings"]}
