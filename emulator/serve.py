@@ -382,26 +382,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry until ``python -m emulator serve`` is wired (same options)."""
-    from emulator.cli import EXIT_USAGE, UsageError, _Parser
-
-    parser = _Parser(prog="python -m emulator")
-    sub = parser.add_subparsers(dest="command_name", required=True, parser_class=_Parser)
-    add_serve_parser(sub)
-    try:
-        args = parser.parse_args(list(argv) if argv is not None else None)
-        return cmd_serve(args)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except EmulatorError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-
-
 __all__ = ["EXIT_CLEAN", "EXIT_FAILED", "DeviceServer", "ServeResult", "add_serve_parser", "cmd_serve",
            "serve_command"]
-
-if __name__ == "__main__":
-    sys.exit(main())

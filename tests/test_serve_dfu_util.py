@@ -165,7 +165,7 @@ def test_seed_erase_with_worst_case_flash_timing_outlasts_dfu_utils_five_second_
 
 
 def test_serve_reports_a_missing_program_in_one_line() -> None:
-    proc = subprocess.run([sys.executable, "-m", "emulator.serve", "serve", BOOT_FIXED, "--",
+    proc = subprocess.run([sys.executable, "-m", "emulator", "serve", BOOT_FIXED, "--",
                            "no-such-dfu-tool-xyz", "-l"], capture_output=True, text=True, cwd=ROOT, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: no-such-dfu-tool-xyz not found"
