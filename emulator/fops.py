@@ -126,7 +126,7 @@ def fops_flash_and_boot(boot_image: str, app_file: str, *, fops_address: int | N
     m.drive_pin(*BOOT1_PIN, boot1_after)
     m.system_reset("software")
     _watch_jump(outcome, outcome.image_bytes)
-    uart_before = len(m.uart_output.get(1, b"")) if hasattr(m, "uart_output") else 0
+    uart_before = len(m.uart_output.get(1, b""))
     outcome.stop = m.run(max_ns=run_ns)
     outcome.app_uart = bytes(m.uart_output.get(1, b""))[uart_before:].decode("latin-1")
     board.save()

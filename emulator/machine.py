@@ -44,7 +44,15 @@ from emulator import insn_traps
 from emulator import memory as mm
 from emulator.board import BOARD
 from emulator.bus import Bus
-from emulator.chips import Chip
+from emulator.chips import (
+    BOOT_ALIAS_BASE,
+    FLASH_SIZE_REG,
+    OPTION_BYTES_BASE,
+    SYSTEM_MEMORY_BASE,
+    SYSTEM_MEMORY_SIZE,
+    UNIQUE_ID_BASE,
+    Chip,
+)
 from emulator.exceptions import ExceptionEngine, FaultRecord, Lockup
 from emulator.icount import InstructionCounter
 from emulator.port import Event, SimPort, StrictModeError
@@ -67,6 +75,7 @@ MASKED_STEP_BUDGET = 200_000  # single-step at most this long while an IRQ waits
 THUMB_B_SELF = 0xE7FE  # "b ." : the idle loop of countless main()s
 THUMB_WFI = 0xBF30
 THUMB_WFE = 0xBF20
+SYSTEM_MEMORY_END = SYSTEM_MEMORY_BASE + SYSTEM_MEMORY_SIZE
 EXC_RETURNS = (0xFFFFFFF1, 0xFFFFFFF9, 0xFFFFFFFD)
 CALL_RETURN = 0xF000_0000  # unmapped: a fetch here means a function called by call_function returned
 _CONTEXT_REGS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
@@ -115,6 +124,7 @@ class Machine:
         self.instructions = 0
         self.cpu = CpuState()
         self.resets = 0
+        self.uart_output: dict[int, bytearray] = {}  # every byte each USART sent, by number
         self.path: list[tuple[int, str]] = []  # (time_ns, function) in order of first visit
         self._path_seen: set[str] = set()
         self._in_slice = False
@@ -187,10 +197,10 @@ class Machine:
         rx = UC_PROT_READ | UC_PROT_EXEC
         uc.mem_map(chip.flash_base, chip.flash_size, rx)
         if not self.boot0:
-            uc.mem_map(mm.BOOT_ALIAS, chip.flash_size, rx)
+            uc.mem_map(BOOT_ALIAS_BASE, chip.flash_size, rx)
         self._flash_changed(0, chip.flash_size)
         uc.mem_map(chip.sram_base, chip.sram_size, UC_PROT_ALL)
-        uc.mmio_map(mm.SYSTEM_BLOCK, mm.SYSTEM_BLOCK_SIZE, self._mmio_read(self._system_read),
+        uc.mmio_map(SYSTEM_MEMORY_BASE, mm.SYSTEM_BLOCK_SIZE, self._mmio_read(self._system_read),
                     None, self._mmio_write(self._system_write), None)
         uc.mmio_map(mm.PERIPH_BASE, mm.PERIPH_SIZE, self._mmio_read(self._periph_read, mm.PERIPH_BASE),
                     None, self._mmio_write(self._periph_write, mm.PERIPH_BASE), None)
@@ -213,8 +223,6 @@ class Machine:
             target = self.uart_sinks.get(n)
             if target is not None:
                 target(data)
-        if not hasattr(self, "uart_output"):
-            self.uart_output: dict[int, bytearray] = {}
         return sink
 
     def load_flash(self, data: bytes, offset: int = 0) -> None:
@@ -310,7 +318,7 @@ class Machine:
         uc.reg_write(A.UC_ARM_REG_IPSR, 0)
         uc.reg_write(A.UC_ARM_REG_APSR_NZCV, 0)
         uc.reg_write(A.UC_ARM_REG_LR, 0xFFFFFFFF)
-        msp, pc = self.read_word(mm.BOOT_ALIAS), self.read_word(mm.BOOT_ALIAS + 4)
+        msp, pc = self.read_word(BOOT_ALIAS_BASE), self.read_word(BOOT_ALIAS_BASE + 4)
         self.start_from_table(msp, pc, source="reset vector at 0x00000000")
 
     def start_from_table(self, msp: int, pc: int, source: str) -> None:
@@ -468,24 +476,18 @@ class Machine:
         if self.cpu.sleeping and self._wakeup_pending():
             self.cpu.sleeping = False
             return True
-        else:
-            target = self.scheduler.next_due()
-            if target is None:
-                where = self.symbol(self.pc)
-                if spinning and self.exc.execution_priority() <= 0:
-                    self._stop = self._hang_reason(where)
-                else:
-                    what = "spinning in an empty loop" if spinning else "sleeping in WFI"
-                    self._stop = StopReason("idle", f"{what} at {where} with nothing left to happen", self.pc)
-                return False
-            if spinning and self.exc.execution_priority() <= 0 and not self._could_wake_masked():
-                self._stop = self._hang_reason(self.symbol(self.pc))
-                return False
+        # A spin with PRIMASK set (or in HardFault) can only be left through NMI, and this
+        # board has no NMI source: it is stuck for good.
+        if spinning and self.exc.execution_priority() <= 0:
+            self._stop = self._hang_reason(self.symbol(self.pc))
+            return False
+        target = self.scheduler.next_due()
+        if target is None:
+            what = "spinning in an empty loop" if spinning else "sleeping in WFI"
+            self._stop = StopReason("idle", f"{what} at {self.symbol(self.pc)} with nothing left to happen",
+                                    self.pc)
+            return False
         return self._skip_to(target, deadline)
-
-    def _could_wake_masked(self) -> bool:
-        # A spin with PRIMASK set can only be left through NMI; we have no NMI source.
-        return False
 
     def _hang_reason(self, where: str) -> StopReason:
         active = [exception_name(e) for e in self.nvic.active_exceptions()]
@@ -628,7 +630,7 @@ class Machine:
         elif errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT) and pc == CALL_RETURN:
             self._stop = StopReason("condition", "function returned", pc)
         elif errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT):
-            if mm.SYSTEM_BLOCK <= pc < mm.SYSTEM_MEMORY_END:
+            if SYSTEM_MEMORY_BASE <= pc < SYSTEM_MEMORY_END:
                 self._stop = StopReason("system-memory", f"jumped to 0x{pc:08X} in ST's system-memory "
                                         "bootloader, which is not emulated", pc)
                 return
@@ -711,24 +713,24 @@ class Machine:
         self.bus.write(address, size, value)
 
     def _system_read(self, offset: int, size: int) -> int:
-        address = mm.SYSTEM_BLOCK + offset
+        address = SYSTEM_MEMORY_BASE + offset
         chip = self.chip
-        if mm.OPTION_BYTES <= address < mm.OPTION_BYTES + 16:
+        if OPTION_BYTES_BASE <= address < OPTION_BYTES_BASE + 16:
             data = self.flash.read_option_bytes()
-        elif address >= mm.UNIQUE_ID and address + size <= mm.UNIQUE_ID + 12:
+        elif address >= UNIQUE_ID_BASE and address + size <= UNIQUE_ID_BASE + 12:
             data = chip.unique_id
-            return int.from_bytes(data[address - mm.UNIQUE_ID: address - mm.UNIQUE_ID + size], "little")
-        elif address >= mm.FLASH_SIZE_WORD and address + size <= mm.FLASH_SIZE_WORD + 2:
-            return chip.flash_size_kib >> (8 * (address - mm.FLASH_SIZE_WORD)) & ((1 << (8 * size)) - 1)
+            return int.from_bytes(data[address - UNIQUE_ID_BASE: address - UNIQUE_ID_BASE + size], "little")
+        elif address >= FLASH_SIZE_REG and address + size <= FLASH_SIZE_REG + 2:
+            return chip.flash_size_kib >> (8 * (address - FLASH_SIZE_REG)) & ((1 << (8 * size)) - 1)
         else:
-            self.port.unmodelled("SYSMEM", address - mm.SYSTEM_BLOCK, "read", size, None)
+            self.port.unmodelled("SYSMEM", address - SYSTEM_MEMORY_BASE, "read", size, None)
             return 0xFFFFFFFF & ((1 << (8 * size)) - 1)
-        off = address - mm.OPTION_BYTES
+        off = address - OPTION_BYTES_BASE
         return int.from_bytes(data[off:off + size], "little")
 
     def _system_write(self, offset: int, size: int, value: int) -> None:
-        address = mm.SYSTEM_BLOCK + offset
-        if address >= mm.OPTION_BYTES:
+        address = SYSTEM_MEMORY_BASE + offset
+        if address >= OPTION_BYTES_BASE:
             self.flash.cpu_store(address, size, value)
         else:
             raise BusError(address, "system memory and the device ID words are read-only")
@@ -805,7 +807,7 @@ class Machine:
 
     def _flash_changed(self, offset: int, length: int) -> None:
         data = bytes(self.flash_storage[offset:offset + length])
-        bases = [self.chip.flash_base] + ([] if self.boot0 else [mm.BOOT_ALIAS])
+        bases = [self.chip.flash_base] + ([] if self.boot0 else [BOOT_ALIAS_BASE])
         for base in bases:
             self.uc.mem_write(base + offset, data)
             # Translated code from the old bytes must go, at both addresses (DESIGN.md §5).
@@ -814,7 +816,7 @@ class Machine:
     # -- instructions Unicorn gets wrong for a Cortex-M3 (see insn_traps) ---------------------
     def _scan_traps(self) -> None:
         data = bytes(self.flash_storage)
-        bases = [self.chip.flash_base] + ([] if self.boot0 else [mm.BOOT_ALIAS])
+        bases = [self.chip.flash_base] + ([] if self.boot0 else [BOOT_ALIAS_BASE])
         for base in bases:
             for address in insn_traps.find_divides(data, base):
                 self._add_trap(address, self._divide_trap)
@@ -944,7 +946,7 @@ class _MachinePort(SimPort):
         super().__init__(machine.scheduler, machine.strict)
         self.machine = machine
         self.irq_sink = lambda irq, level: machine.nvic.set_line(irq, level)
-        self.pc_provider = lambda: machine.uc.reg_read(A.UC_ARM_REG_PC) if machine._in_slice else machine.pc
+        self.pc_provider = lambda: machine.pc
         self.reset_sink = self._reset
 
     def schedule(self, delay_ns: int, callback: Callable[[], None], name: str = ""):  # type: ignore[override]

@@ -11,21 +11,15 @@ whose accesses the machine routes to Python models.
 
 from __future__ import annotations
 
-FLASH_BASE = 0x0800_0000
-BOOT_ALIAS = 0x0000_0000
-SRAM_BASE = 0x2000_0000
 SRAM_BITBAND = 0x2200_0000
 PERIPH_BASE = 0x4000_0000
 PERIPH_SIZE = 0x0003_0000  # APB1, APB2 and AHB up to the CRC unit and beyond (RM0008 §3.3)
 PERIPH_BITBAND = 0x4200_0000
 PPB_BASE = 0xE000_0000
 PPB_SIZE = 0x0010_0000
-SYSTEM_BLOCK = 0x1FFF_F000  # system memory (ST's ROM loader), flash-size word, UID, option bytes
+# One 4 KiB MMIO block from SYSTEM_MEMORY_BASE (chips.py): system memory (ST's ROM
+# loader, not emulated), the flash-size word, the unique ID and the option bytes.
 SYSTEM_BLOCK_SIZE = 0x1000
-SYSTEM_MEMORY_END = 0x1FFF_F800
-FLASH_SIZE_WORD = 0x1FFF_F7E0
-UNIQUE_ID = 0x1FFF_F7E8
-OPTION_BYTES = 0x1FFF_F800
 
 
 def bitband_target(alias_base: int, region_base: int, address: int) -> tuple[int, int]:

@@ -59,7 +59,7 @@ def summary(board: Board, stop: StopReason, wall_s: float | None = None) -> dict
         "unmodelled": [{"peripheral": p, "offset": o, "count": n} for (p, o), n in m.port.unmodelled_seen.items()],
         "guest_errors": [{"peripheral": p, "message": msg} for p, msg in m.port.guest_errors],
         "events": [e.as_dict() for e in m.events[:500]],
-        "uart": {str(n): bytes(v).decode("latin-1") for n, v in getattr(m, "uart_output", {}).items()},
+        "uart": {str(n): bytes(v).decode("latin-1") for n, v in m.uart_output.items()},
     }
     if wall_s is not None:
         data["wall_s"] = round(wall_s, 4)

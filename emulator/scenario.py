@@ -128,7 +128,7 @@ def flash_and_boot(boot_image: str, app_file: str, *, app_address: int | None = 
         return outcome
     target.close()
     _watch_jump(outcome, image.segments[0].data)
-    uart_before = len(m.uart_output.get(1, b"")) if hasattr(m, "uart_output") else 0
+    uart_before = len(m.uart_output.get(1, b""))
     outcome.stop = m.run(max_ns=run_ns)
     outcome.app_uart = bytes(m.uart_output.get(1, b""))[uart_before:].decode("latin-1")
     board.save()
