@@ -15,9 +15,9 @@ from pathlib import Path
 from unicorn import UC_ARCH_ARM, UC_HOOK_INTR, UC_MODE_THUMB, UC_PROT_ALL, Uc
 from unicorn import arm_const as A
 
-from emulator.chips import get_chip
-from emulator.machine import Machine
-from emulator.session import BoardOptions, build_board
+from emulator.core.chips import get_chip
+from emulator.core.machine import Machine
+from emulator.core.session import BoardOptions, build_board
 
 IMAGES = Path(__file__).resolve().parent.parent / "fixtures" / "images"
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from emulator.dfu_target import attach
-from emulator.scenario import flash_and_boot
-from emulator.session import BoardOptions, build_board
+from emulator.bootflow.scenario import flash_and_boot
+from emulator.core.session import BoardOptions, build_board
+from emulator.usb.target import attach
 
 IMAGES = Path(__file__).resolve().parent.parent / "fixtures" / "images"
 

@@ -16,8 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from emulator.serve import serve_command
-from emulator.session import BoardOptions
+from emulator.core.session import BoardOptions
+from emulator.usb.device_server import serve_command
 
 IMAGES = Path(__file__).resolve().parent.parent / "fixtures" / "images"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from emulator.port import SimPort
+from emulator.core.port import SimPort
 from firmware_models.flash import FLASH_BASE, KEY1, KEY2, TYPICAL_TIMINGS, FlashInterface
 
 KEYR, CR = 0x04, 0x10

@@ -12,7 +12,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from emulator.powercut import render, sweep
+from emulator.bootflow.powercut import render, sweep
 
 IMAGES = Path(__file__).resolve().parent.parent / "fixtures" / "images"
 APP = str(IMAGES / "app_small.bin")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hostside.usb_host import ModelWire, VirtualHost  # noqa: E402
+from emulator.usb.host import ModelWire, VirtualHost  # noqa: E402
 from tests.fake_usb_firmware import make_device  # noqa: E402
 
 

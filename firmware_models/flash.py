@@ -39,7 +39,7 @@ What the manuals say, and what the model does
   a mass erase (PM0075 §2.4.1: "but not against mass erase").
 * AR outside main flash: neither manual says what happens.  The model keeps
   the operation's shape (BSY for a page-erase time, then EOP, so firmware
-  timing stays realistic — DESIGN.md §4 bug 2c), changes nothing, journals an
+  timing stays realistic — docs/SEED_BOOTLOADER.md defect 2c), changes nothing, journals an
   ``out_of_range_erase`` and reports a guest error.
 * Option bytes (PM0075 §2.5): eight bytes, each followed by its complement,
   at 0x1FFF_F800: RDP, USER, Data0, Data1, WRP0..WRP3.  OPTER + STRT erases

@@ -12,7 +12,7 @@ On top of the raw journal sit two analyses whose findings are plain
 dataclasses:
 
 * :func:`find_destroyed_data` reports every erase that wipes data programmed
-  earlier in the same session — the symptom of DESIGN.md §4 bug 2(a), where
+  earlier in the same session — the symptom of docs/SEED_BOOTLOADER.md defect 2(a), where
   the seed's ``MEM_If_Erase_FS`` erases every page from the application start
   on each call, so a host that erases and writes chunk by chunk has later
   erases destroy what it already wrote.

@@ -3,7 +3,7 @@
 :class:`ExceptionController` holds the pending/active/enabled state and
 priorities of every exception (system exceptions 1-15 and IRQs from 16).
 The NVIC and SCB register models are two register views onto it; the core
-(``emulator.exceptions``) asks it which exception to take.  Rules follow the
+(``emulator.core.exceptions``) asks it which exception to take.  Rules follow the
 ARMv7-M Architecture Reference Manual, B1.5 (exception model) and B3.4 (NVIC).
 """
 

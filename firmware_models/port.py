@@ -2,7 +2,7 @@
 
 Models never touch the CPU.  Everything they need from the outside world goes
 through this small interface, so each model can be tested on its own with
-:class:`emulator.port.SimPort` and no CPU at all.
+:class:`emulator.core.port.SimPort` and no CPU at all.
 """
 
 from __future__ import annotations

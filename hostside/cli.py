@@ -250,18 +250,29 @@ def _list_lines(transports: Sequence[Transport]) -> list[str]:
     return lines
 
 
-def _open_emulated(boot_image: str, options: list[str]) -> tuple[Transport, Callable[[], None]]:
-    try:
-        import importlib
+EMULATOR_ENTRY_POINTS = "hostside.emulators"
 
-        mod = importlib.import_module("emulator.dfu_target")
-    except ModuleNotFoundError as exc:
-        if exc.name in ("emulator", "emulator.dfu_target"):
-            raise CliError(EX_UNAVAILABLE, EMULATION_MISSING) from None
-        raise
-    open_emulated = getattr(mod, "open_emulated", None)
-    if open_emulated is None:
-        raise CliError(EX_UNAVAILABLE, EMULATION_MISSING)
+
+def _load_emulator() -> Callable[[str, Sequence[str]], Any]:
+    """The emulator registered under the ``hostside.emulators`` entry-point group.
+
+    This is the seam for ``--emulate``: hostside imports no emulator module; an
+    installed emulator names a function ``open_emulated(boot_image, options)``
+    returning an object with ``device`` (a pyusb device), ``wait_ms``, ``now_ns``
+    and ``close``.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group=EMULATOR_ENTRY_POINTS), key=lambda e: e.name):
+        try:
+            return ep.load()
+        except ImportError:
+            continue
+    raise CliError(EX_UNAVAILABLE, EMULATION_MISSING)
+
+
+def _open_emulated(boot_image: str, options: list[str]) -> tuple[Transport, Callable[[], None]]:
+    open_emulated = _load_emulator()
     try:
         target = open_emulated(boot_image, options)
     except CliError:

@@ -6,7 +6,7 @@
   (0x21 SET_ADDRESS_POINTER, 0x41 ERASE, 0x92 READ_UNPROTECT), blocks n >= 2 carry
   data for ``pointer + (n - 2) * wTransferSize``; UPLOAD block 0 lists the commands.
 
-The wire sequences follow what dfu-util 0.11 sends (DESIGN.md §3): every
+The wire sequences follow what dfu-util 0.11 sends (docs/SEED_BOOTLOADER.md, DFU hosts): every
 command is followed by GETSTATUS polls that honour ``bwPollTimeout`` through
 ``transport.wait_ms``, and the state is checked after each.  The library never
 prints or exits: it raises the typed exceptions below and reports progress
@@ -376,7 +376,7 @@ class DfuClient:
         """SET_INTERFACE to our alt setting, then bring the device to dfuIDLE like dfu-util.
 
         GETSTATUS first; only from dfuERROR is CLRSTATUS sent, only from an idle
-        down/upload state ABORT (DESIGN.md §3)."""
+        down/upload state ABORT (docs/SEED_BOOTLOADER.md, DFU hosts)."""
         try:
             self.transport.set_alt_setting(self.interface, self.alt_setting.alt)
         except TransportError as exc:

@@ -1,7 +1,7 @@
 """The USB transport the DFU client talks through.
 
 The DFU client needs only control transfers, a way to wait, a clock, and the
-few descriptors DFU depends on (STYLE.md §9).  ``PyUsbTransport`` provides that
+few descriptors DFU depends on.  ``PyUsbTransport`` provides that
 over any pyusb ``Device``: a real one through libusb, or one from the emulator's
 pyusb backend, in which case ``wait_ms`` and ``now_ns`` come from emulated time.
 """

@@ -12,7 +12,7 @@ after answering dfuMANIFEST.
 Time is the double's own clock: ``wait_ms`` advances it, and while the
 emulated CPU is busy (erase, program) requests are NAKed, i.e. they complete
 only when the operation ends, or time out when that is later than the
-request's timeout (DESIGN.md §4.2c).
+request's timeout (docs/SEED_BOOTLOADER.md defect 2c).
 
 Switchable faults: ``erase_wipes`` (every ERASE wipes a whole range, like the
 seed's ``MEM_If_Erase_FS``), ``stall_when`` (stall chosen requests),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from emulator.port import SimPort
+from emulator.core.port import SimPort
 from firmware_models.usb import USB_LP_CAN1_RX0_IRQ, UsbDevice
 
 # Register offsets and bits, as a C driver would #define them.

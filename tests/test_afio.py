@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.port import SimPort
+from emulator.core.port import SimPort
 from firmware_models.afio import AFIO
 
 EVCR, MAPR, EXTICR1, EXTICR4, MAPR2 = 0x00, 0x04, 0x08, 0x14, 0x1C

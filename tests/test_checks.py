@@ -1,4 +1,4 @@
-"""`python -m emulator check`: every defect of DESIGN.md §4 that applies shows up as a
+"""`python -m emulator check`: every defect of docs/SEED_BOOTLOADER.md that applies shows up as a
 named finding for the seed's bootloader, none for the fixed one, and each broken
 application adds exactly its own finding."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.checks import check
+from emulator.bootflow.checks import check
 from emulator.cli import main
 
 IMAGES = Path(__file__).resolve().parent.parent / "fixtures" / "images"

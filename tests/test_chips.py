@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emulator.chips import (
+from emulator.core.chips import (
     CHIPS,
     DEFAULT_CHIP,
     STM32F103C8,

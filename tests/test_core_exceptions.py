@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from emulator.chips import get_chip
-from emulator.machine import Machine
+from emulator.core.chips import get_chip
+from emulator.core.machine import Machine
 from tests.thumb import B_SELF, BX_LR, CPSID_I, CPSIE_I, SVC0, UDF, WFI, image, with_pool
 
 MARKER = 0x2000_0100

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emulator.port import SimPort
+from emulator.core.port import SimPort
 from firmware_models.dwt import DWT
 from firmware_models.nvic import IRQ0, NVIC, PENDSV, SYSTICK, ExceptionController, SoftwareTriggerInterrupt
 from firmware_models.scb import SCB

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emulator.port import SimPort
+from emulator.core.port import SimPort
 from firmware_models.dbgmcu import DBGMCU
 
 IDCODE, CR = 0x00, 0x04

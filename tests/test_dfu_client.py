@@ -99,7 +99,7 @@ def test_unknown_alt_setting_is_unsupported() -> None:
         DfuClient(DfuseDeviceDouble(), 3)
 
 
-# -- the wire sequence of DESIGN.md §3 ---------------------------------------------------------------
+# -- the wire sequence of docs/SEED_BOOTLOADER.md, DFU hosts ---------------------------------------------------------------
 def test_all_first_download_with_leave_sends_what_dfu_util_0_11_sends() -> None:
     dev = DfuseDeviceDouble()
     c = _client(dev)

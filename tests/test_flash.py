@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emulator.port import SimPort
+from emulator.core.port import SimPort
 from firmware_models import flash_journal as fj
 from firmware_models.flash import (
     FACTORY_OPTION_BYTES,

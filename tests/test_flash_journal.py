@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from emulator.port import SimPort
+from emulator.core.port import SimPort
 from firmware_models import flash_journal as fj
 from firmware_models.flash import FLASH_BASE, KEY1, KEY2, OPTION_BYTES_BASE, FlashInterface
 from firmware_models.regs import BusError
@@ -230,7 +230,7 @@ def test_mass_erase_over_programmed_pages_reports_every_destroyed_range() -> Non
 
 
 def test_chunk_by_chunk_host_with_an_erase_everything_bootloader_is_reported() -> None:
-    # DESIGN.md §4 bug 2(a): each "erase" request wipes every page from the start,
+    # docs/SEED_BOOTLOADER.md defect 2(a): each "erase" request wipes every page from the start,
     # so the second chunk's erase destroys the first chunk.
     f, port = make()
     for chunk in range(2):

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emulator.flash_state import (
+from emulator.core.flash_state import (
     BoardNvState,
     FlashStateError,
     decode_state,

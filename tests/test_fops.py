@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from emulator.bootflow.fops import find_fops, fops_flash_and_boot
 from emulator.cli import main
-from emulator.fops import find_fops, fops_flash_and_boot
-from emulator.session import BoardOptions, build_board
+from emulator.core.session import BoardOptions, build_board
 
 IMAGES = Path(__file__).resolve().parent.parent / "fixtures" / "images"
 

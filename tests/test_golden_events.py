@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.scenario import flash_and_boot
+from emulator.bootflow.scenario import flash_and_boot
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "fixtures" / "images"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emulator.port import SimPort
+from emulator.core.port import SimPort
 from firmware_models.gpio import GPIO, gpio_base
 
 CRL, CRH, IDR, ODR, BSRR, BRR, LCKR = 0x00, 0x04, 0x08, 0x0C, 0x10, 0x14, 0x18

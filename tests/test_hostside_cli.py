@@ -312,7 +312,7 @@ def test_internal_failure_is_one_line_without_traceback() -> None:
 
 # -- emulator hook ---------------------------------------------------------------------------------------------
 def test_emulate_without_the_emulator_module_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "emulator.dfu_target", None)
+    monkeypatch.setitem(sys.modules, "emulator.usb.target", None)
     code, _, err = run(["--emulate", "boot.elf", "--chip", "rc", "-l"])
     assert code == 69 and one_error_line(err) == "error: emulation is not available in this installation"
 
@@ -341,9 +341,9 @@ def test_emulate_opens_the_target_with_pass_through_options_and_closes_it(
         calls["wrapped"] = device is Target.device and wait_ms is not None and now_ns is not None
         return dev
 
-    module = types.ModuleType("emulator.dfu_target")
+    module = types.ModuleType("emulator.usb.target")
     module.open_emulated = open_emulated  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "emulator.dfu_target", module)
+    monkeypatch.setitem(sys.modules, "emulator.usb.target", module)
     monkeypatch.setattr(cli, "PyUsbTransport", wrap)
     out, err = io.StringIO(), io.StringIO()
     code = main(["--no-progress", "--emulate", "boot.elf", "--chip", "rc", "--boot1=0", "-s", "0x08008000:leave",
@@ -357,9 +357,9 @@ def test_emulator_start_failure_is_one_line(monkeypatch: pytest.MonkeyPatch) -> 
     def open_emulated(boot_image: str, options: list[str]) -> None:
         raise FileNotFoundError(boot_image)
 
-    module = types.ModuleType("emulator.dfu_target")
+    module = types.ModuleType("emulator.usb.target")
     module.open_emulated = open_emulated  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "emulator.dfu_target", module)
+    monkeypatch.setitem(sys.modules, "emulator.usb.target", module)
     code, _, err = run(["--emulate", "missing.elf", "-l"])
     assert code == 66 and "cannot start the emulator" in one_error_line(err)
 

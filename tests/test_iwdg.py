@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emulator.port import SimPort
+from emulator.core.port import SimPort
 from firmware_models.iwdg import IWDG
 
 KR, PR, RLR, SR = 0x00, 0x04, 0x08, 0x0C

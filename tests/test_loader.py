@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from intelhex import IntelHex
 
-from emulator.chips import STM32F103C8, STM32F103RC
-from emulator.loader import (
+from emulator.core.chips import STM32F103C8, STM32F103RC
+from emulator.core.loader import (
     ImageError,
     load_app_spec,
     load_image,

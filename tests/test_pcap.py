@@ -10,9 +10,9 @@ import struct
 import dpkt
 import pytest
 
+from emulator.usb.host import ModelWire, Token, UsbStall, UsbTimeout, VirtualHost
+from emulator.usb.pcap import LINKTYPE_USB_LINUX_MMAPPED, UsbCapture, UsbmonRecord, read_pcap
 from firmware_models.usb import Handshake
-from hostside.pcap import LINKTYPE_USB_LINUX_MMAPPED, UsbCapture, UsbmonRecord, read_pcap
-from hostside.usb_host import ModelWire, Token, UsbStall, UsbTimeout, VirtualHost
 from tests.fake_usb_firmware import device_descriptor, make_device
 
 

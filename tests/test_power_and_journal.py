@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emulator.scenario import flash_and_boot
-from emulator.session import BoardOptions, build_board
+from emulator.bootflow.scenario import flash_and_boot
+from emulator.core.session import BoardOptions, build_board
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "fixtures" / "images"

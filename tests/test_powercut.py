@@ -1,4 +1,4 @@
-"""Power-cut sweep (DESIGN.md §4 item 5): boot_seed's mask-only validity test
+"""Power-cut sweep (docs/SEED_BOOTLOADER.md defect 5): boot_seed's mask-only validity test
 jumps into a half-written image after a cut; boot_fixed's commit record + CRC
 keeps it in DFU mode instead."""
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emulator.powercut import (
+from emulator.bootflow.powercut import (
     BETWEEN,
     MID,
     BootObservation,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emulator.port import SimPort
+from emulator.core.port import SimPort
 from firmware_models.rcc import PERIPHERAL_CLOCKS, RCC, ClockGate
 
 US = 1_000

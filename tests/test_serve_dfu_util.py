@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from emulator.serve import APT_LINE, ServeResult, bridge_python, serve_command
-from emulator.session import BoardOptions
+from emulator.core.session import BoardOptions
+from emulator.usb.device_server import APT_LINE, ServeResult, bridge_python, serve_command
 from firmware_models import flash_journal as fj
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,18 +138,18 @@ def test_seed_erase_everything_routine_runs_once_per_fake_sector_dfu_util_erases
     for call in calls:
         kinds = Counter(e.kind for e in call)
         assert kinds[fj.PAGE_ERASE] == 112  # 0x08008000..0x0803FFFF exists
-        assert kinds[fj.OUT_OF_RANGE_ERASE] == 128  # 0x08040000..0x0807FFFF does not (DESIGN §4 2d)
+        assert kinds[fj.OUT_OF_RANGE_ERASE] == 128  # 0x08040000..0x0807FFFF does not (docs/SEED_BOOTLOADER.md defect 2d)
 
 
 def test_dfu_util_erase_first_order_survives_the_seed_erase_everything_routine() -> None:
-    # DESIGN §4 2(b): dfu-util >= 0.9 erases every page first, then writes; it only pays the time.
+    # docs/SEED_BOOTLOADER.md defect 2(b): dfu-util >= 0.9 erases every page first, then writes; it only pays the time.
     result = serve(BOOT_SEED, "-a", "0", "-s", "0x08008000:leave", "-D", str(APP_BIG))
     assert result.exit_code in LEAVE_EXITS
     assert result.board.machine.read_flash(APP_BASE, APP_BIG.stat().st_size) == APP_BIG.read_bytes()
 
 
 def test_each_seed_erase_command_keeps_the_flash_busy_for_seconds_of_emulated_time() -> None:
-    # DESIGN §4 2(c): 112 real page erases at the typical 20 ms each, inside one USB interrupt.
+    # docs/SEED_BOOTLOADER.md defect 2(c): 112 real page erases at the typical 20 ms each, inside one USB interrupt.
     result = serve(BOOT_SEED, "-a", "0", "-s", "0x08008000:leave", "-D", str(APP_SMALL))
     (call,) = _seed_erase_calls(result)
     busy_ns = sum(e.end_ns - e.time_ns for e in call if e.kind == fj.PAGE_ERASE)
@@ -157,7 +157,7 @@ def test_each_seed_erase_command_keeps_the_flash_busy_for_seconds_of_emulated_ti
 
 
 def test_seed_erase_with_worst_case_flash_timing_outlasts_dfu_utils_five_second_timeout() -> None:
-    # DESIGN §4 2(c): 112 × 40 ms = 4.5 s of erase plus 128 out-of-range requests; the GETSTATUS whose
+    # docs/SEED_BOOTLOADER.md defect 2(c): 112 × 40 ms = 4.5 s of erase plus 128 out-of-range requests; the GETSTATUS whose
     # status stage waits for it times out in emulated time and dfu-util gives up.
     result = serve(BOOT_SEED, "-a", "0", "-s", "0x08008000:leave", "-D", str(APP_SMALL), flash_timing="worst")
     assert result.exit_code != 0

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emulator.symbols import MAX_UNSIZED_EXTENT, Symbol, SymbolTable
+from emulator.core.symbols import MAX_UNSIZED_EXTENT, Symbol, SymbolTable
 
 DATA = Path(__file__).parent / "data" / "loader"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emulator.port import SimPort
+from emulator.core.port import SimPort
 from firmware_models.usart import USART
 
 SR, DR, BRR, CR1, CR2, CR3 = 0x00, 0x04, 0x08, 0x0C, 0x10, 0x14

@@ -8,10 +8,7 @@ import pytest
 import usb.core
 import usb.util
 
-from firmware_models.usb import DataPid, Handshake
-from hostside.pcap import UsbCapture
-from hostside.pyusb_backend import LIBUSB_ERROR_PIPE, EmulatedBackend
-from hostside.usb_host import (
+from emulator.usb.host import (
     ModelWire,
     Token,
     UsbBabble,
@@ -21,6 +18,9 @@ from hostside.usb_host import (
     UsbTimeout,
     VirtualHost,
 )
+from emulator.usb.pcap import UsbCapture
+from emulator.usb.pyusb_backend import LIBUSB_ERROR_PIPE, EmulatedBackend
+from firmware_models.usb import DataPid, Handshake
 from tests.fake_usb_firmware import (
     CNTR_CTRM,
     CNTR_RESETM,

@@ -11,9 +11,9 @@ import dpkt
 import pytest
 import usb.util
 
+from emulator.bootflow.scenario import flash_and_boot
 from emulator.cli import main as emulator_main
-from emulator.dfu_target import open_emulated
-from emulator.scenario import flash_and_boot
+from emulator.usb.target import open_emulated
 from hostside.cli import main as hostside_main
 
 ROOT = Path(__file__).resolve().parent.parent

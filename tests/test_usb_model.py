@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from emulator.port import SimPort
+from emulator.core.port import SimPort
 from firmware_models.usb import (
     PMA_SENTINEL,
     USB_HP_CAN1_TX_IRQ,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from emulator.serve import DeviceServer, boot_and_attach
-from emulator.session import BoardOptions
-from emulator.usbip_server import UsbipServer
+from emulator.core.session import BoardOptions
+from emulator.usb.device_server import DeviceServer, boot_and_attach
+from emulator.usb.usbip_server import UsbipServer
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOT_FIXED = str(ROOT / "fixtures" / "images" / "boot_fixed.elf")

@@ -1,6 +1,6 @@
 """``--explain``: the boot flow told step by step for someone learning it.
 
-Built only from the machine's recorded events (DESIGN.md §1), named with ELF
+Built only from the machine's recorded events (docs/ARCHITECTURE.md), named with ELF
 symbols, each step citing the manual section that says why it happens.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from emulator.port import Event
-from emulator.report import format_ns
-from emulator.scenario import FlashOutcome
+from emulator.bootflow.report import format_ns
+from emulator.bootflow.scenario import FlashOutcome
+from emulator.core.port import Event
 
 STEPS: dict[str, tuple[str, Callable[[Event], str]]] = {
     "reset": ("ARMv7-M B1.5.5, RM0008 §7.1", lambda e: f"{e.data['cause'].replace('_', '-')} reset"),

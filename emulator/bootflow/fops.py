@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emulator.machine import EmulatorError, Machine
-from emulator.scenario import FlashOutcome, _watch_jump, load_application
-from emulator.session import BOOT1_PIN, BoardOptions, build_board
+from emulator.bootflow.scenario import FlashOutcome, _watch_jump, load_application
+from emulator.core.machine import EmulatorError, Machine
+from emulator.core.session import BOOT1_PIN, BoardOptions, build_board
 from hostside.dfuse_layout import LayoutError, RegionError, parse_layout
 
 FOPS_SYMBOL = "USBD_DFU_fops_FS"

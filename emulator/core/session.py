@@ -10,10 +10,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emulator.chips import Chip, get_chip
-from emulator.flash_state import BoardNvState, FlashStateError, load_state, save_state
-from emulator.loader import FlashLayout, Image, ImageError, load_app_spec, load_image, place_images
-from emulator.machine import EmulatorError, Machine
+from emulator.core.chips import Chip, get_chip
+from emulator.core.flash_state import BoardNvState, FlashStateError, load_state, save_state
+from emulator.core.loader import FlashLayout, Image, ImageError, load_app_spec, load_image, place_images
+from emulator.core.machine import EmulatorError, Machine
 from firmware_models.flash import TIMINGS
 
 BOOT1_PIN = ("B", 2)  # BOOT1 is PB2 on every STM32F103 (RM0008 §3.4)

@@ -21,7 +21,7 @@ Transfers follow USB 2.0 chapter 8:
   than wMaxPacketSize -> :class:`UsbBabble` (EOVERFLOW).
 
 Every transaction and every transfer (URB submit/complete) is reported to the
-monitors added with :meth:`VirtualHost.add_monitor` (see :mod:`hostside.pcap`).
+monitors added with :meth:`VirtualHost.add_monitor` (see :mod:`emulator.usb.pcap`).
 """
 
 from __future__ import annotations

@@ -40,11 +40,11 @@ from unicorn import (
 )
 from unicorn import arm_const as A
 
-from emulator import insn_traps
-from emulator import memory as mm
-from emulator.board import BOARD
-from emulator.bus import Bus
-from emulator.chips import (
+from emulator.core import insn_traps
+from emulator.core import memory as mm
+from emulator.core.board import BOARD
+from emulator.core.bus import Bus
+from emulator.core.chips import (
     BOOT_ALIAS_BASE,
     FLASH_SIZE_REG,
     OPTION_BYTES_BASE,
@@ -53,11 +53,11 @@ from emulator.chips import (
     UNIQUE_ID_BASE,
     Chip,
 )
-from emulator.exceptions import ExceptionEngine, FaultRecord, Lockup
-from emulator.icount import InstructionCounter
-from emulator.port import Event, SimPort, StrictModeError
-from emulator.symbols import SymbolTable
-from emulator.time import Scheduler
+from emulator.core.exceptions import ExceptionEngine, FaultRecord, Lockup
+from emulator.core.icount import InstructionCounter
+from emulator.core.port import Event, SimPort, StrictModeError
+from emulator.core.symbols import SymbolTable
+from emulator.core.time import Scheduler
 from firmware_models.bkp import BKP
 from firmware_models.flash import TYPICAL_TIMINGS, FlashInterface, FlashTimings
 from firmware_models.nvic import ExceptionController, exception_name
@@ -68,7 +68,7 @@ from firmware_models.scb import SCB
 from firmware_models.systick import SysTick
 from firmware_models.usb import UsbDevice
 
-log = logging.getLogger("emulator.machine")
+log = logging.getLogger("emulator.core.machine")
 
 MAX_SLICE = 1 << 16  # bounds how long an idle loop runs before it is noticed
 MASKED_STEP_BUDGET = 200_000  # single-step at most this long while an IRQ waits on PRIMASK
@@ -810,7 +810,7 @@ class Machine:
         bases = [self.chip.flash_base] + ([] if self.boot0 else [BOOT_ALIAS_BASE])
         for base in bases:
             self.uc.mem_write(base + offset, data)
-            # Translated code from the old bytes must go, at both addresses (DESIGN.md §5).
+            # Translated code from the old bytes must go, at both addresses (docs/ARCHITECTURE.md, Unicorn notes).
             self.uc.ctl_remove_cache(base + offset, base + offset + length)
 
     # -- instructions Unicorn gets wrong for a Cortex-M3 (see insn_traps) ---------------------

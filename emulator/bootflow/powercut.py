@@ -1,5 +1,5 @@
 """Power-cut sweep: cut the supply at the flash operations of a DFU download and
-see what the next boot does (DESIGN.md §4 item 5, issue 7 item 3).
+see what the next boot does (docs/SEED_BOOTLOADER.md defect 5, issue 7 item 3).
 
 A *reference* download (BOOT1 low, the bootloader's own USB DFU, the hostside
 client, then leave with BOOT1 high) lists every flash operation the bootloader
@@ -38,7 +38,6 @@ the next boot depends only on the flash content.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import time
@@ -48,10 +47,10 @@ from typing import Any
 
 from unicorn import UC_HOOK_CODE
 
-from emulator.dfu_target import attach
-from emulator.machine import EmulatorError, Machine
-from emulator.scenario import load_application
-from emulator.session import BOOT1_PIN, Board, BoardOptions, build_board
+from emulator.bootflow.scenario import load_application
+from emulator.core.machine import Machine
+from emulator.core.session import BOOT1_PIN, Board, BoardOptions, build_board
+from emulator.usb.target import attach
 from firmware_models import flash_journal as fj
 from firmware_models.flash import FlashOperation
 from hostside.dfu import DfuClient, DfuException
@@ -679,35 +678,3 @@ def _evidence(tr: Trial) -> str:
     if tr.same_as:
         parts.append(f"same flash as {tr.same_as}")
     return "; ".join(parts)
-
-
-# -- CLI glue (emulator/cli.py wires these into ``flash``) ------------------------------------------
-
-def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``python -m emulator flash BOOT APP --power-cut-sweep``."""
-    parser.add_argument("--power-cut-sweep", action="store_true",
-                        help="cut the power at the download's flash operations in turn and report each reboot")
-    parser.add_argument("--sweep-points", default="default", metavar="SPEC",
-                        help="default (erases, page edges, commit record, stride), all (slow: 2 trials per "
-                             "operation, ~0.5 s each) or operation indices like 0,5,10-12")
-    parser.add_argument("--sweep-all-rows", action="store_true", help="do not fold equal rows of the table")
-
-
-def cmd_power_cut_sweep(args: argparse.Namespace) -> int:
-    """Exit 0 when no cut jumps into a half-written image or bricks the board, else 1."""
-    try:
-        points = parse_points(args.sweep_points)
-    except ValueError as e:
-        raise EmulatorError(str(e)) from None
-    try:
-        rep = sweep(args.image, args.app, points=points, erase_order=getattr(args, "erase_order", "all-first"),
-                    chip=getattr(args, "chip", None), run_ns=getattr(args, "max_time", DEFAULT_RUN_NS),
-                    app_address=getattr(args, "address", None),
-                    flash_timing=getattr(args, "flash_timing", "typical"))
-    except ValueError as e:
-        raise EmulatorError(str(e)) from None
-    if getattr(args, "json", False):
-        print(rep.to_json())
-    else:
-        render([rep], all_rows=getattr(args, "sweep_all_rows", False))
-    return 0 if rep.clean else 1

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from emulator.machine import Machine, StopReason
-from emulator.session import Board
+from emulator.core.machine import Machine, StopReason
+from emulator.core.session import Board
 from firmware_models.nvic import exception_name
 from firmware_models.scb import CFSR_BITS, HFSR_BITS, decode_bits
 

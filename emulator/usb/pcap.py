@@ -1,6 +1,6 @@
 """Capture what the virtual host does, as Linux usbmon would, into a pcap file.
 
-:class:`UsbCapture` is a :class:`~hostside.usb_host.UsbMonitor`: it keeps
+:class:`UsbCapture` is a :class:`~emulator.usb.host.UsbMonitor`: it keeps
 every transaction (time, address, endpoint, token, data PID, data,
 handshake) for text dumps, and every URB submit ('S') and completion ('C')
 as a usbmon record.  :meth:`UsbCapture.write` produces a classic pcap file
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from hostside.usb_host import Transaction, TransferType, Urb, UsbMonitor
+from emulator.usb.host import Transaction, TransferType, Urb, UsbMonitor
 
 LINKTYPE_USB_LINUX_MMAPPED = 220
 PCAP_MAGIC_USEC = 0xA1B2C3D4

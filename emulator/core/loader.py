@@ -27,8 +27,8 @@ from elftools.elf.descriptions import describe_e_machine
 from elftools.elf.elffile import ELFFile
 from intelhex import IntelHex, IntelHexError
 
-from emulator.chips import FLASH_BASE, Chip
-from emulator.symbols import SymbolTable
+from emulator.core.chips import FLASH_BASE, Chip
+from emulator.core.symbols import SymbolTable
 
 ELF_MAGIC = b"\x7fELF"
 DEFAULT_BIN_BASE = FLASH_BASE
@@ -407,7 +407,7 @@ def _ram_warnings(images: Sequence[Image], chip: Chip) -> list[str]:
     """Images whose variables (.data + .bss) need more SRAM than ``chip`` has.
 
     Such firmware links and flashes fine when built for a larger part; it then
-    faults on the first access past the end of SRAM (DESIGN §4.6: a 32 KiB
+    faults on the first access past the end of SRAM (docs/SEED_BOOTLOADER.md defect 6: a 32 KiB
     DFU buffer fits a 48 KiB STM32F103RC, not a 20 KiB STM32F103C8).
     """
     warnings = []

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from emulator.core.chips import Chip
+from emulator.core.time import Scheduler
 from firmware_models.afio import AFIO
 from firmware_models.bkp import BKP
 from firmware_models.dbgmcu import DBGMCU
@@ -18,7 +20,8 @@ from firmware_models.dwt import DWT
 from firmware_models.flash import FlashInterface
 from firmware_models.gpio import GPIO
 from firmware_models.iwdg import IWDG
-from firmware_models.nvic import NVIC, SoftwareTriggerInterrupt
+from firmware_models.nvic import NVIC, ExceptionController, SoftwareTriggerInterrupt
+from firmware_models.port import Port
 from firmware_models.pwr import PWR
 from firmware_models.rcc import RCC
 from firmware_models.regs import Peripheral
@@ -27,10 +30,28 @@ from firmware_models.systick import SysTick
 from firmware_models.usart import USART
 from firmware_models.usb import UsbDevice, UsbPacketMemory
 
-if TYPE_CHECKING:
-    from emulator.machine import Machine
 
-Factory = Callable[["Machine"], Peripheral]
+class BoardHost(Protocol):
+    """What a slot's factory needs from the machine that builds the board (no import of the machine,
+    which imports this table)."""
+
+    port: Port
+    chip: Chip
+    scheduler: Scheduler
+    rcc: RCC
+    pwr: PWR
+    bkp: BKP
+    flash: FlashInterface
+    nvic: ExceptionController
+    scb: SCB
+    systick: SysTick
+    usb: UsbDevice
+    usb_pma: UsbPacketMemory
+
+    def uart_sink(self, n: int) -> Callable[[bytes], None] | None: ...
+
+
+Factory = Callable[[BoardHost], Peripheral]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The cable between the emulated board and the virtual USB host.
 
-The host (``hostside.usb_host.VirtualHost``) talks packets to the USB device
+The host (``emulator.usb.host.VirtualHost``) talks packets to the USB device
 model and lets the real CPU run between packets through :class:`MachineRunner`.
 """
 
@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emulator.machine import Machine
-from hostside.pcap import UsbCapture
-from hostside.pyusb_backend import EmulatedBackend
-from hostside.usb_host import ModelWire, VirtualHost
+from emulator.core.machine import Machine
+from emulator.usb.host import ModelWire, VirtualHost
+from emulator.usb.pcap import UsbCapture
+from emulator.usb.pyusb_backend import EmulatedBackend
 
 
 class MachineRunner:
-    """``hostside.usb_host.DeviceRunner`` on the emulated CPU."""
+    """``emulator.usb.host.DeviceRunner`` on the emulated CPU."""
 
     def __init__(self, machine: Machine) -> None:
         self.machine = machine

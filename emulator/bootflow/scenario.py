@@ -12,10 +12,10 @@ from typing import Any
 
 from unicorn import UC_HOOK_CODE
 
-from emulator.dfu_target import attach
-from emulator.machine import EmulatorError, StopReason
-from emulator.session import BOOT1_PIN, Board, BoardOptions, build_board
-from emulator.symbols import SymbolTable
+from emulator.core.machine import EmulatorError, StopReason
+from emulator.core.session import BOOT1_PIN, Board, BoardOptions, build_board
+from emulator.core.symbols import SymbolTable
+from emulator.usb.target import attach
 from firmware_models.nvic import exception_name
 from hostside.dfu import DfuClient, DfuException, DfuVerifyError
 from hostside.dfuse_layout import LayoutError, RegionError, parse_layout
@@ -159,7 +159,7 @@ def _watch_jump(outcome: FlashOutcome, first_bytes: bytes) -> None:
 
 
 def _state_at_jump(board: Board) -> dict[str, Any]:
-    """What the bootloader left behind for the application (DESIGN.md §4 item 4)."""
+    """What the bootloader left behind for the application (docs/SEED_BOOTLOADER.md defect 4)."""
     m = board.machine
     ctl = m.nvic
     irqs = range(16, ctl.count)

@@ -1,5 +1,5 @@
 """Boot-flow checks: run the real flash-and-boot flow and turn what happened into
-named findings with evidence (DESIGN.md §4).
+named findings with evidence (docs/SEED_BOOTLOADER.md).
 
 ``python -m emulator check BOOT APP`` runs the download with both erase orders
 real hosts use, then judges the DFU layout against the chip, the flash journal,
@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from emulator.chips import Chip, get_chip
-from emulator.dfu_target import DeviceNotAttached, attach
-from emulator.loader import ImageError
-from emulator.machine import EmulatorError
-from emulator.scenario import DEFAULT_APP_ADDRESS, FlashOutcome, flash_and_boot
-from emulator.session import BoardOptions, build_board, load_images
+from emulator.bootflow.scenario import DEFAULT_APP_ADDRESS, FlashOutcome, flash_and_boot
+from emulator.core.chips import Chip, get_chip
+from emulator.core.loader import ImageError
+from emulator.core.machine import EmulatorError
+from emulator.core.session import BoardOptions, build_board, load_images
+from emulator.usb.target import DeviceNotAttached, attach
 from firmware_models.flash import TIMINGS
 from hostside.dfu import DfuClient, DfuException
 from hostside.dfuse_layout import LayoutError, parse_layout
@@ -73,7 +73,7 @@ def check(boot: str, app: str, *, erase_orders: tuple[str, ...] = ERASE_ORDERS, 
     for warning in warnings:
         report.add(Finding("ram-exceeds-chip-sram", "the bootloader's RAM (.data/.bss) does not fit this chip's SRAM",
                            {"warning": warning, "sram_bytes": the_chip.sram_size},
-                           "DESIGN §4 item 6: USBD_DFU_XFER_SIZE 32768 reserves a 32 KiB buffer"))
+                           "docs/SEED_BOOTLOADER.md defect 6: USBD_DFU_XFER_SIZE 32768 reserves a 32 KiB buffer"))
     try:
         outcomes = {order: flash_and_boot(boot, app, app_address=app_address, erase_order=order, chip=chip,
                                           run_ns=run_ns) for order in erase_orders}
@@ -97,7 +97,7 @@ def _probe_bootloader_region(report: CheckReport, boot: str, chip: str | None, a
 
     A throwaway board: the probe writes 16 bytes of 0x00 just below the
     application (normally erased flash at the top of the bootloader region)
-    and uploads the vector table at the flash base (DESIGN.md §4 item 3).
+    and uploads the vector table at the flash base (docs/SEED_BOOTLOADER.md defect 3).
     """
     board = build_board(BoardOptions(image=boot, chip=chip, boot1=False))
     m = board.machine
@@ -118,7 +118,7 @@ def _probe_bootloader_region(report: CheckReport, boot: str, chip: str | None, a
             report.add(Finding("bootloader-region-writable",
                                "a host can overwrite the bootloader's own flash through DFU",
                                {"probe_address": hex(probe_address), "bytes_written": 16},
-                               "DESIGN §4 item 3: MEM_If_Write_FS checks no address range"))
+                               "docs/SEED_BOOTLOADER.md defect 3: MEM_If_Write_FS checks no address range"))
         try:
             client.abort_to_idle()
             head = client.upload_dfuse(m.chip.flash_base, 8)
@@ -128,7 +128,7 @@ def _probe_bootloader_region(report: CheckReport, boot: str, chip: str | None, a
             report.add(Finding("bootloader-readable",
                                "a host can read the bootloader out through DFU upload",
                                {"read_from": hex(m.chip.flash_base), "first_words": head.hex()},
-                               "DESIGN §4 item 3: MEM_If_Read_FS checks no address range"))
+                               "docs/SEED_BOOTLOADER.md defect 3: MEM_If_Read_FS checks no address range"))
     finally:
         target.close()
 
@@ -156,7 +156,7 @@ def _download_checks(report: CheckReport, order: str, o: FlashOutcome, chip: Chi
             {"erase_order": order, "first_difference": hex(o.verify["first_difference"]),
              "differing_bytes": o.verify["differing_bytes"], "compared": o.verify["compared"],
              "hosts": "dfu-util 0.9+" if order == "all-first" else "older dfu-util, pydfu and other DfuSe hosts"},
-            "DESIGN §3: hosts erase all pages first or chunk by chunk"))
+            "docs/SEED_BOOTLOADER.md, DFU hosts: hosts erase all pages first or chunk by chunk"))
     destroyed = journal.destroyed_data()
     if destroyed:
         total = sum(d.bytes_destroyed for d in destroyed)
@@ -169,7 +169,7 @@ def _download_checks(report: CheckReport, order: str, o: FlashOutcome, chip: Chi
                              "time_ms": round(first.erase_time_ns / 1e6, 3),
                              "destroyed": [[hex(a), hex(b)] for a, b in first.destroyed[:4]]},
              "ranges": [[hex(a), hex(b)] for d in destroyed[:8] for a, b in d.destroyed[:1]]},
-            "RM0008 §3.3.3: a page erase sets the whole page to 0xFF; DESIGN §4 item 2a"))
+            "RM0008 §3.3.3: a page erase sets the whole page to 0xFF; docs/SEED_BOOTLOADER.md defect 2a"))
     entries = journal.as_dicts()
     beyond = [e for e in entries if e["kind"] == "out_of_range_erase"]
     if beyond:
@@ -194,7 +194,7 @@ def _download_checks(report: CheckReport, order: str, o: FlashOutcome, chip: Chi
                 {"erase_order": order, "longest_typical_ms": round(longest, 1),
                  "longest_worst_case_ms_estimate": round(longest * scale, 1),
                  "host_timeout_ms": HOST_TIMEOUT_MS, "erase_requests": len(o.erase_busy_ms)},
-                "datasheet tERASE 20-40 ms per page; DESIGN §4 item 2c"))
+                "datasheet tERASE 20-40 ms per page; docs/SEED_BOOTLOADER.md defect 2c"))
 
 
 def _layout_checks(report: CheckReport, o: FlashOutcome, chip: Chip) -> None:
@@ -265,14 +265,14 @@ def _jump_checks(report: CheckReport, o: FlashOutcome, chip: Chip, expected_app_
                            "the bootloader jumped with peripherals and interrupts still running",
                            {k: state[k] for k in ("systick_enabled", "systick_interrupt", "nvic_enabled",
                                                   "nvic_pending", "pll_on", "vtor", "primask")},
-                           "DESIGN §4 item 4; PM0056 §4.4 (SysTick), RM0008 §7.3"))
+                           "docs/SEED_BOOTLOADER.md defect 4; PM0056 §4.4 (SysTick), RM0008 §7.3"))
     first = o.first_interrupt
     if first is not None and not app <= first.handler < chip.flash_end:
         report.add(Finding("interrupt-ran-bootloader-handler",
                            f"the first interrupt after the jump ({first.exception}) ran the bootloader's handler",
                            {"exception": first.exception, "handler": m.symbol(first.handler),
                             "vtor": hex(first.vtor), "ms_after_jump": round((first.time_ns - o.jump.time_ns) / 1e6, 3)},
-                           "ARMv7-M B1.5.2: vectors come through VTOR; DESIGN §4 item 4"))
+                           "ARMv7-M B1.5.2: vectors come through VTOR; docs/SEED_BOOTLOADER.md defect 4"))
     vtor_writes = [e for e in m.events if e.kind == "vtor_write" and e.time_ns >= o.jump.time_ns]
     if vtor_writes:
         value = int(vtor_writes[-1].data["value"])

@@ -1,4 +1,4 @@
-"""The STM32F103 address space as Unicorn sees it (DESIGN.md §2, RM0008 §3.3).
+"""The STM32F103 address space as Unicorn sees it (RM0008 §3.3).
 
 Main flash is one host buffer mapped twice: at 0x0800_0000 and at the
 0x0000_0000 boot alias (BOOT0 low).  Both mappings are read+execute only, so

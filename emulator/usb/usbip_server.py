@@ -22,8 +22,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from emulator.serve import DeviceServer, boot_and_attach
-from emulator.session import BoardOptions
+from emulator.core.session import BoardOptions
+from emulator.usb.device_server import DeviceServer, boot_and_attach
 
 USBIP_VERSION = 0x0111
 OP_REQ_DEVLIST, OP_REP_DEVLIST = 0x8005, 0x0005

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import usb.core
 
-from emulator.cli import UsageError, _Parser, parse_duration, parse_level
-from emulator.machine import EmulatorError
-from emulator.session import Board, BoardOptions, build_board
-from emulator.usb_link import UsbLink, connect
+from emulator.core.arguments import OneLineParser, UsageError, parse_duration, parse_level
+from emulator.core.machine import EmulatorError
+from emulator.core.session import Board, BoardOptions, build_board
+from emulator.usb.link import UsbLink, connect
 
 DFU_VID, DFU_PID = 0x0483, 0xDF11
 
@@ -43,7 +43,7 @@ class EmulatedTarget:
 
 
 def _options_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="--emulate options", add_help=False)
+    p = OneLineParser(prog="--emulate options", add_help=False)
     p.add_argument("--chip")
     p.add_argument("--boot1", type=parse_level, default=False)
     p.add_argument("--app", action="append", default=[])

@@ -5,12 +5,12 @@ Two ways out of the emulator:
 * ``serve BOOT.elf -- COMMAND ARGS…`` publishes the enumerated device in a
   umockdev testbed and runs COMMAND (e.g. Debian's ``dfu-util``) with
   umockdev's preload library, so its libusb talks usbfs ioctls to us.  The
-  ioctls are answered by :mod:`emulator.umockdev_bridge`, which runs in the
+  ioctls are answered by :mod:`emulator.usb.umockdev_bridge`, which runs in the
   system python3 (umockdev's GI bindings live there) and forwards each
   transfer over a socket to this process, where :class:`DeviceServer` runs it
   on the virtual host.
 * ``serve BOOT.elf --usbip`` exports the device over USB/IP
-  (:mod:`emulator.usbip_server`).
+  (:mod:`emulator.usb.usbip_server`).
 
 Time: every transfer runs in emulated time.  Between two requests the host
 program would sleep in wall time, which the emulator never sees; what matters
@@ -23,31 +23,28 @@ board asks for; 0 makes dfu-util not sleep at all).
 
 from __future__ import annotations
 
-import argparse
 import errno
 import os
 import shutil
 import socket
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emulator.cli import EXIT_CLEAN, EXIT_FAILED, add_board_arguments, parse_duration
-from emulator.dfu_target import EmulatedTarget, attach
-from emulator.machine import EmulatorError
-from emulator.session import Board, BoardOptions, build_board
-from emulator.umockdev_bridge import recv_frame, send_frame
-from hostside.usb_host import (
+from emulator.core.machine import EmulatorError
+from emulator.core.session import Board, BoardOptions, build_board
+from emulator.usb.host import (
     UsbBabble,
     UsbError,
     UsbNotAttached,
     UsbStall,
     UsbTimeout,
 )
+from emulator.usb.target import EmulatedTarget, attach
+from emulator.usb.umockdev_bridge import recv_frame, send_frame
 
 BRIDGE = Path(__file__).with_name("umockdev_bridge.py")
 DEFAULT_BRIDGE_PYTHON = "/usr/bin/python3"
@@ -83,7 +80,7 @@ class DeviceServer:
     stats: ServeStats = field(default_factory=ServeStats)
 
     @property
-    def host(self):  # noqa: ANN201 - hostside.usb_host.VirtualHost
+    def host(self):  # noqa: ANN201 - emulator.usb.host.VirtualHost
         return self.target.link.host
 
     @property
@@ -319,68 +316,3 @@ def format_summary(result: ServeResult) -> str:
             f"of session ({s['emulated_ms']:.3f} ms since power-on), wall {result.wall_s:.3f} s; "
             f"{s['transfers']} requests ({s['failed']} failed), bwPollTimeout {s['poll_charged_ms']} ms "
             f"emulated / {s['poll_handed_ms']:.0f} ms handed to the program{detached}")
-
-
-def add_serve_parser(subparsers) -> argparse.ArgumentParser:  # noqa: ANN001 - argparse's private type
-    p = subparsers.add_parser("serve", help="publish the emulated USB device to real host tools (umockdev or USB/IP)")
-    add_board_arguments(p)
-    p.add_argument("--poll-scale", type=float, default=1.0,
-                   help="factor applied to bwPollTimeout in GETSTATUS answers the program sees "
-                        "(the full value is always charged in emulated time; 0 = no wall-clock sleeps)")
-    p.add_argument("--transfer-timeout", type=parse_duration, default=parse_duration("5s"),
-                   help="emulated timeout of each transfer (usbfs URBs carry none; default 5s, dfu-util's)")
-    p.add_argument("--attach-timeout", type=parse_duration, default=parse_duration("2s"),
-                   help="emulated time the firmware has to connect to USB (default 2s)")
-    p.add_argument("--usb-pcap", metavar="FILE", help="write the USB traffic as a usbmon pcap")
-    p.add_argument("--usbip", action="store_true", help="export over USB/IP instead of running -- COMMAND ARGS...")
-    p.add_argument("--host", default="127.0.0.1", help="USB/IP listen address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=3240, help="USB/IP TCP port (default 3240; 0 = any free port)")
-    p.add_argument("--idle-timeout", type=parse_duration, default=parse_duration("60s"),
-                   help="USB/IP: stop when no client connects or talks for this long (wall time)")
-    p.set_defaults(boot1=False, program=[])
-    # Everything after "--" is the program and its own options: argparse cannot
-    # say that with positionals (an empty nargs="*" list binds too early), so
-    # the subparser splits there first, keeping the class the caller chose.
-    p.__class__ = type("ServeParser", (_SplitAtDoubleDash, type(p)), {})
-    return p
-
-
-class _SplitAtDoubleDash(argparse.ArgumentParser):
-    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 - argparse's signature
-        args = list(sys.argv[1:] if args is None else args)
-        program: list[str] = []
-        if "--" in args:
-            cut = args.index("--")
-            args, program = args[:cut], args[cut + 1 :]
-        ns, extra = super().parse_known_args(args, namespace)
-        ns.program = program
-        return ns, extra
-
-
-def board_options(args: argparse.Namespace) -> BoardOptions:
-    return BoardOptions(image=args.image, base=args.base, apps=args.app, chip=args.chip, boot0=args.boot0,
-                        boot1=args.boot1, strict=args.strict, flash_file=args.flash_file,
-                        flash_timing=args.flash_timing)
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    command = list(args.program)
-    if args.usbip:
-        if command:
-            raise EmulatorError("serve --usbip runs no command: attach with usbip on the host instead")
-        from emulator.usbip_server import serve_usbip
-
-        return serve_usbip(board_options(args), host=args.host, port=args.port,
-                           idle_timeout_s=args.idle_timeout / 1e9, timeout_ms=args.transfer_timeout / 1e6,
-                           poll_scale=args.poll_scale,
-                           attach_timeout_ns=args.attach_timeout, pcap_path=args.usb_pcap)
-    result = serve_command(board_options(args), command, poll_scale=args.poll_scale,
-                           timeout_ms=args.transfer_timeout / 1e6, attach_timeout_ns=args.attach_timeout,
-                           pcap_path=args.usb_pcap)
-    result.board.save()
-    print(format_summary(result), file=sys.stderr)
-    return result.exit_code
-
-
-__all__ = ["EXIT_CLEAN", "EXIT_FAILED", "DeviceServer", "ServeResult", "add_serve_parser", "cmd_serve",
-           "serve_command"]

@@ -23,8 +23,7 @@ from typing import Any, TypeVar
 import usb.backend
 import usb.core
 
-from hostside.descriptors import Configuration, Descriptor, Interface
-from hostside.usb_host import (
+from emulator.usb.host import (
     UsbBabble,
     UsbDeviceInfo,
     UsbError,
@@ -34,6 +33,7 @@ from hostside.usb_host import (
     UsbTimeout,
     VirtualHost,
 )
+from hostside.descriptors import Configuration, Descriptor, Interface
 
 # libusb error codes (libusb.h) and the strings pyusb's libusb1 backend uses.
 LIBUSB_ERROR_IO = -1
@@ -94,7 +94,7 @@ class EmulatedHandle:
 
 
 class EmulatedBackend(usb.backend.IBackend):
-    """``usb.backend.IBackend`` over a :class:`~hostside.usb_host.VirtualHost`."""
+    """``usb.backend.IBackend`` over a :class:`~emulator.usb.host.VirtualHost`."""
 
     def __init__(self, host: VirtualHost, *, address: int = 1) -> None:
         super().__init__()

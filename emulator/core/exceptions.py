@@ -112,7 +112,7 @@ class ExceptionEngine:
         self.uc.reg_write(A.UC_ARM_REG_XPSR, value)
         self.uc.reg_write(A.UC_ARM_REG_IPSR, value & 0x1FF)
         # Writing APSR rebuilds Unicorn's cached hflags, so handler mode is seen by the
-        # translator and EXC_RETURN branches trap (DESIGN.md §5).
+        # translator and EXC_RETURN branches trap (docs/ARCHITECTURE.md, Unicorn notes).
         self.uc.reg_write(A.UC_ARM_REG_APSR_NZCV, value & 0xF0000000)
 
     # -- entry (B1.5.6) -------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.time import Scheduler, TimerEntry
+from emulator.core.time import Scheduler, TimerEntry
 from firmware_models.port import Clocks
 
 log = logging.getLogger("emulator.unmodelled")

@@ -1,0 +1,1 @@
+"""The boot-flow layer: scenarios, checks, power-cut sweep, narrative, reports."""

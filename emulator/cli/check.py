@@ -1,0 +1,35 @@
+"""``python -m emulator check``: flash with every host erase order and report what breaks the boot flow."""
+
+from __future__ import annotations
+
+import argparse
+
+from emulator.bootflow import report
+from emulator.bootflow.checks import ERASE_ORDERS, check
+from emulator.cli.common import EXIT_CLEAN, EXIT_FAILED
+from emulator.core.arguments import parse_duration, parse_int
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    ck = sub.add_parser("check", help="flash through the bootloader with every host erase order and report "
+                                      "what breaks the boot flow")
+    ck.add_argument("image", help="the bootloader image")
+    ck.add_argument("app", help="the application image")
+    ck.add_argument("--address", type=parse_int, default=None, help="load address of a .bin (default 0x08008000)")
+    ck.add_argument("--chip", default=None)
+    ck.add_argument("--erase-order", choices=("both", "all-first", "interleaved"), default="both")
+    ck.add_argument("--max-time", type=parse_duration, default=parse_duration("2s"),
+                    help="emulated time the application may run after the jump (default 2s)")
+    ck.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    ck.set_defaults(func=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    orders = ERASE_ORDERS if args.erase_order == "both" else (args.erase_order,)
+    result = check(args.image, args.app, erase_orders=orders, chip=args.chip, app_address=args.address,
+                   run_ns=args.max_time)
+    if args.json:
+        print(report.to_json(result.as_dict()))
+    else:
+        report.render_check(result.as_dict())
+    return EXIT_CLEAN if result.clean else EXIT_FAILED

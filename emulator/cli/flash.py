@@ -1,0 +1,93 @@
+"""``python -m emulator flash``: download an application through the bootloader's USB DFU, then boot it.
+
+``--power-cut-sweep`` turns the same command into the power-cut sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from emulator.bootflow import report
+from emulator.bootflow.powercut import DEFAULT_RUN_NS, parse_points, render, sweep
+from emulator.bootflow.scenario import flash_and_boot, outcome_summary
+from emulator.cli.common import EXIT_CLEAN, EXIT_FAILED
+from emulator.core.arguments import parse_duration, parse_int, parse_level
+from emulator.core.machine import EmulatorError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    fl = sub.add_parser("flash", help="flash an application through the bootloader's USB DFU and boot it")
+    fl.add_argument("image", help="the bootloader image (.elf, .hex or .bin)")
+    fl.add_argument("app", help="the application: .bin (at --address), .hex, .elf or .dfu")
+    fl.add_argument("--address", type=parse_int, default=None, help="load address of a .bin (default 0x08008000)")
+    fl.add_argument("--chip", default=None)
+    fl.add_argument("--erase-order", choices=("all-first", "interleaved"), default="all-first",
+                    help="all-first as dfu-util 0.9+, interleaved as older dfu-util and pydfu")
+    fl.add_argument("--no-verify", action="store_true", help="skip reading the image back")
+    fl.add_argument("--boot1-after", type=parse_level, default=True,
+                    help="BOOT1 level when the bootloader resets the chip (default high: run the app)")
+    fl.add_argument("--flash", dest="flash_file", metavar="FILE", help="board state file, loaded and saved")
+    fl.add_argument("--flash-timing", choices=("typical", "worst"), default="typical")
+    fl.add_argument("--max-time", type=parse_duration, default=parse_duration("2s"),
+                    help="emulated time the application may run after the reset (default 2s)")
+    fl.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
+    fl.add_argument("--explain", action="store_true", help="narrate the boot flow step by step on stdout")
+    fl.add_argument("--transport", choices=("usb", "fops"), default="usb",
+                    help="usb: the bootloader's own USB DFU stack; fops: call its USBD_DFU_fops_FS "
+                         "functions directly, USB bypassed")
+    fl.add_argument("--fops", type=parse_int, default=None, metavar="ADDR",
+                    help="address of the media-interface table when the image has no symbols")
+    fl.add_argument("--power-cut-sweep", action="store_true",
+                    help="cut the power at the download's flash operations in turn and report each reboot")
+    fl.add_argument("--sweep-points", default="default", metavar="SPEC",
+                    help="default (erases, page edges, commit record, stride), all (slow: 2 trials per "
+                         "operation, ~0.5 s each) or operation indices like 0,5,10-12")
+    fl.add_argument("--sweep-all-rows", action="store_true", help="do not fold equal rows of the table")
+    fl.set_defaults(func=cmd_flash)
+
+
+def cmd_flash(args: argparse.Namespace) -> int:
+    if args.power_cut_sweep:
+        return cmd_power_cut_sweep(args)
+    run = flash_and_boot
+    extra = {}
+    if args.transport == "fops":
+        from emulator.bootflow.fops import fops_flash_and_boot
+        run, extra = fops_flash_and_boot, {"fops_address": args.fops}
+    outcome = run(args.image, args.app, app_address=args.address, erase_order=args.erase_order,
+                  verify=not args.no_verify, boot1_after=args.boot1_after, chip=args.chip,
+                  flash_file=args.flash_file, flash_timing=args.flash_timing, run_ns=args.max_time, **extra)
+    data = outcome_summary(outcome)
+    if args.explain:
+        from emulator.bootflow.explain import narrate
+        data["explain"] = narrate(outcome)
+    if args.json:
+        print(report.to_json(data))
+    else:
+        if args.explain:
+            print("\n".join(data["explain"]))
+        sys.stdout.write(outcome.app_uart)
+        sys.stdout.flush()
+        report.render_flash(data)
+    return EXIT_CLEAN if outcome.ok else EXIT_FAILED
+
+
+def cmd_power_cut_sweep(args: argparse.Namespace) -> int:
+    """Exit 0 when no cut jumps into a half-written image or bricks the board, else 1."""
+    try:
+        points = parse_points(args.sweep_points)
+    except ValueError as e:
+        raise EmulatorError(str(e)) from None
+    try:
+        rep = sweep(args.image, args.app, points=points, erase_order=getattr(args, "erase_order", "all-first"),
+                    chip=getattr(args, "chip", None), run_ns=getattr(args, "max_time", DEFAULT_RUN_NS),
+                    app_address=getattr(args, "address", None),
+                    flash_timing=getattr(args, "flash_timing", "typical"))
+    except ValueError as e:
+        raise EmulatorError(str(e)) from None
+    if getattr(args, "json", False):
+        print(rep.to_json())
+    else:
+        render([rep], all_rows=getattr(args, "sweep_all_rows", False))
+    return EXIT_CLEAN if rep.clean else EXIT_FAILED

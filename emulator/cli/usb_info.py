@@ -1,0 +1,41 @@
+"""``python -m emulator usb-info``: boot in DFU mode, enumerate, print the device like ``lsusb -v``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from emulator.cli.common import EXIT_CLEAN, add_board_arguments, board_options
+from emulator.core.arguments import parse_duration
+from emulator.core.machine import EmulatorError
+from emulator.core.session import build_board
+from emulator.usb.host import UsbError
+from emulator.usb.target import attach
+from hostside.descriptors import render_lsusb
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    info = sub.add_parser("usb-info", help="boot with BOOT1 low, enumerate the USB device, print it like lsusb -v")
+    add_board_arguments(info)
+    info.set_defaults(boot1=False)
+    info.add_argument("--usb-pcap", metavar="FILE", help="write the enumeration traffic as a usbmon pcap")
+    info.add_argument("--attach-timeout", type=parse_duration, default=parse_duration("2s"),
+                      help="emulated time the firmware has to connect to USB (default 2s)")
+    info.set_defaults(func=cmd_usb_info)
+
+
+def cmd_usb_info(args: argparse.Namespace) -> int:
+    board = build_board(board_options(args))
+    try:
+        target = attach(board, pcap_path=args.usb_pcap, attach_timeout_ns=args.attach_timeout)
+    except UsbError as e:
+        raise EmulatorError(f"USB enumeration failed: {e}") from None
+    info = target.link.host.device
+    assert info is not None
+    print(render_lsusb(info.device, info.configurations, info.strings, bus=target.link.host.bus_number,
+                       address=info.address))
+    target.close()
+    m = board.machine
+    print(f"enumerated after {m.now_ns / 1e6:.3f} ms of emulated time, {target.link.host.transactions} "
+          f"USB transactions", file=sys.stderr)
+    return EXIT_CLEAN

@@ -1,0 +1,1 @@
+"""The chip: machine, exception engine, bus, time, boards, images, state files."""

@@ -1,0 +1,1 @@
+"""The USB link: virtual host controller and wire, pyusb backend, pcap, bridges."""
