@@ -10,12 +10,16 @@ Two bus regions belong to this peripheral:
   word-aligned address").
 
 The firmware sees registers; the virtual host sees *packets*.  The host-facing
-API (:meth:`UsbDevice.setup`, :meth:`UsbDevice.out`, :meth:`UsbDevice.in_`,
-:meth:`UsbDevice.sof`, :meth:`UsbDevice.bus_reset`, :meth:`UsbDevice.resume`)
-performs one transaction at the current emulated instant, exactly as the
-serial interface engine would: address/endpoint match, STAT check, PMA
-transfer through the buffer descriptor table, data toggle, CTR flags,
-interrupt lines.
+API works as the serial interface engine does, in two steps per transaction:
+:meth:`UsbDevice.sample_setup`, :meth:`UsbDevice.sample_out` and
+:meth:`UsbDevice.sample_in` decide the answer when the token has been decoded
+(address/endpoint match, STAT, data toggle, buffer size), and
+:meth:`UsbDevice.complete` applies the transaction's effects when it has ended
+on the wire (PMA transfer through the buffer descriptor table, COUNT, data
+toggle, CTR flags, STAT to NAK, interrupt lines).  The wire model in between
+lets the CPU run for the packets' duration.  ``setup``/``out``/``in_`` do both
+at once; plus :meth:`UsbDevice.sof`, :meth:`UsbDevice.bus_reset`,
+:meth:`UsbDevice.resume`.
 
 Not modelled: isochronous and double-buffered bulk endpoints (a transaction to
 one is reported through ``port.unmodelled`` and gets no answer), bus errors
@@ -91,6 +95,15 @@ class EndpointReady:
     address: int  # EA field: the USB endpoint number
     is_in: bool  # True for STAT_TX (device -> host)
     stat: Stat
+
+
+@dataclass(frozen=True)
+class PendingTransaction:
+    """A transaction the engine has accepted at its token and completes at its end on the wire."""
+
+    kind: str  # "setup", "out" or "in"
+    register: int  # n of EPnR
+    data: bytes  # received packet (setup/out) or the packet sent (in)
 
 
 @dataclass(frozen=True)
@@ -369,100 +382,136 @@ class UsbDevice(Peripheral):
             self._arm_frame_timer(now)
         self._update_irq()
 
+    # Each transaction has two instants on the wire (RM0008 §23.4.2): the serial
+    # interface engine decides how to answer when it has decoded the token
+    # (``sample_*``: STAT, data toggle, buffer size), and the endpoint register,
+    # COUNTn_RX and the packet memory change only when the transaction has
+    # completed on the bus, after the handshake (``complete``).  Until then the
+    # firmware still sees the old STAT and counters.  The host-facing
+    # ``setup``/``out``/``in_`` do both at one instant (a bus without time).
+
     def setup(self, addr: int, ep: int, data: bytes) -> Handshake:
-        """SETUP token + DATA0 (8 bytes) to ``addr``/``ep``.
+        """SETUP token + DATA0 (8 bytes) to ``addr``/``ep``, completed at once."""
+        hs, pending = self.sample_setup(addr, ep, data)
+        self.complete(pending)
+        return hs
+
+    def out(self, addr: int, ep: int, data: bytes, data_pid: int) -> Handshake:
+        """OUT token + DATAx packet, completed at once."""
+        hs, pending = self.sample_out(addr, ep, data, data_pid)
+        self.complete(pending)
+        return hs
+
+    def in_(self, addr: int, ep: int) -> tuple[Handshake, bytes, DataPid | None]:
+        """IN token, completed at once: the handshake and, for ACK, the data packet and its PID."""
+        hs, payload, pid, pending = self.sample_in(addr, ep)
+        self.complete(pending)
+        return hs, payload, pid
+
+    def sample_setup(self, addr: int, ep: int, data: bytes) -> tuple[Handshake, PendingTransaction | None]:
+        """The SIE's answer to a SETUP token + DATA0.
 
         RM0008 §23.4.2 "Control transfers": a control endpoint never answers a
         SETUP with NAK or STALL — it accepts it whatever STAT_RX says (unless
-        DISABLED), sets DTOG_TX=1, DTOG_RX=0 (then toggled by the ACK, so the
-        next OUT expects DATA1), and both STAT_TX and STAT_RX to NAK.  If CTR_RX
-        is still set from an earlier reception, the SETUP is discarded with no
-        handshake so the host retries it.
+        DISABLED); on completion it sets DTOG_TX=1, DTOG_RX=0 (then toggled by
+        the ACK, so the next OUT expects DATA1), and both STAT_TX and STAT_RX
+        to NAK.  If CTR_RX is still set from an earlier reception, the SETUP is
+        discarded with no handshake so the host retries it.
         """
         n = self._target(addr, ep)
         if n is None:
-            return Handshake.TIMEOUT
+            return Handshake.TIMEOUT, None
         epr = self.values[f"EP{n}R"]
         if (epr & _EP_TYPE) >> 9 != EpType.CONTROL:
-            return Handshake.TIMEOUT  # SETUP to a non-control endpoint: ignored
+            return Handshake.TIMEOUT, None  # SETUP to a non-control endpoint: ignored
         if (epr & _STAT_RX) >> 12 == Stat.DISABLED or epr & _CTR_RX:
-            return Handshake.TIMEOUT
+            return Handshake.TIMEOUT, None
         data = bytes(data)
-        if not self._receive_into_pma(n, data):
-            return Handshake.STALL
-        epr &= ~(_STAT_TX | _STAT_RX)
-        epr |= (Stat.NAK << 4) | (Stat.NAK << 12) | _DTOG_TX | _DTOG_RX | _SETUP | _CTR_RX
-        self.values[f"EP{n}R"] = epr
-        self._update_irq()
-        return Handshake.ACK
+        if not self._fits_rx_buffer(n, data):
+            return Handshake.STALL, None
+        return Handshake.ACK, PendingTransaction("setup", n, data)
 
-    def out(self, addr: int, ep: int, data: bytes, data_pid: int) -> Handshake:
-        """OUT token + DATAx packet (RM0008 §23.4.2 "Receiving data packets")."""
+    def sample_out(self, addr: int, ep: int, data: bytes,
+                   data_pid: int) -> tuple[Handshake, PendingTransaction | None]:
+        """The SIE's answer to an OUT token + DATAx (RM0008 §23.4.2 "Receiving data packets")."""
         n = self._target(addr, ep)
         if n is None:
-            return Handshake.TIMEOUT
+            return Handshake.TIMEOUT, None
         epr = self.values[f"EP{n}R"]
         if self._needs_unmodelled_mode(n, epr):
-            return Handshake.TIMEOUT
+            return Handshake.TIMEOUT, None
         stat = (epr & _STAT_RX) >> 12
         if stat == Stat.DISABLED:
-            return Handshake.TIMEOUT
+            return Handshake.TIMEOUT, None
         if stat == Stat.STALL:
-            return Handshake.STALL
+            return Handshake.STALL, None
         if stat == Stat.NAK:
-            return Handshake.NAK
+            return Handshake.NAK, None
         data = bytes(data)
-        control = (epr & _EP_TYPE) >> 9 == EpType.CONTROL
         # EP_KIND on a control endpoint is STATUS_OUT: OUT packets with data are
         # answered STALL instead of ACK (RM0008 §23.5.2, EP_KIND).
-        if control and epr & _EP_KIND and data:
-            return Handshake.STALL
+        if (epr & _EP_TYPE) >> 9 == EpType.CONTROL and epr & _EP_KIND and data:
+            return Handshake.STALL, None
         if int(data_pid) != (epr & _DTOG_RX) >> 14:
             # Data toggle mismatch: a retransmission of a packet already taken.
             # The device ACKs and discards it (USB 2.0 §8.6.3); no CTR, no toggle.
-            return Handshake.ACK
-        if not self._receive_into_pma(n, data):
-            return Handshake.STALL
-        epr = self.values[f"EP{n}R"]
-        epr ^= _DTOG_RX
-        epr = (epr & ~_STAT_RX) | (Stat.NAK << 12) | _CTR_RX
-        if control:
-            epr &= ~_SETUP
-        self.values[f"EP{n}R"] = epr
-        self._update_irq()
-        return Handshake.ACK
+            return Handshake.ACK, None
+        if not self._fits_rx_buffer(n, data):
+            return Handshake.STALL, None
+        return Handshake.ACK, PendingTransaction("out", n, data)
 
-    def in_(self, addr: int, ep: int) -> tuple[Handshake, bytes, DataPid | None]:
-        """IN token: returns the handshake and, for ACK, the data packet and its PID.
+    def sample_in(self, addr: int, ep: int
+                  ) -> tuple[Handshake, bytes, DataPid | None, PendingTransaction | None]:
+        """The SIE's answer to an IN token: the handshake and, for VALID, the packet it sends.
 
-        The host is assumed to acknowledge every data packet it receives, so on
-        VALID the transaction completes: DTOG_TX toggles, CTR_TX is set and
-        STAT_TX drops to NAK (RM0008 §23.4.2 "Transmission").
+        The engine reads the packet from the packet memory as it transmits, so the
+        payload is taken now; the host is assumed to acknowledge every data packet,
+        and on completion DTOG_TX toggles, CTR_TX is set and STAT_TX drops to NAK
+        (RM0008 §23.4.2 "Transmission").
         """
         n = self._target(addr, ep)
         if n is None:
-            return Handshake.TIMEOUT, b"", None
+            return Handshake.TIMEOUT, b"", None, None
         epr = self.values[f"EP{n}R"]
         if self._needs_unmodelled_mode(n, epr):
-            return Handshake.TIMEOUT, b"", None
+            return Handshake.TIMEOUT, b"", None, None
         stat = (epr & _STAT_TX) >> 4
         if stat == Stat.DISABLED:
-            return Handshake.TIMEOUT, b"", None
+            return Handshake.TIMEOUT, b"", None, None
         if stat == Stat.STALL:
-            return Handshake.STALL, b"", None
+            return Handshake.STALL, b"", None, None
         if stat == Stat.NAK:
-            return Handshake.NAK, b"", None
+            return Handshake.NAK, b"", None, None
         addr_tx = self._bdt(n, 0) & 0xFFFE
         count = self._bdt(n, 1) & 0x3FF
         if addr_tx + count > PMA_BYTES:
             self.port.guest_error(self.name, f"EP{n} TX buffer 0x{addr_tx:X}+{count} runs past the PMA")
         payload = self.pma.load(addr_tx, count)
         pid = DataPid((epr & _DTOG_TX) >> 6)
-        epr ^= _DTOG_TX
-        epr = (epr & ~_STAT_TX) | (Stat.NAK << 4) | _CTR_TX
-        self.values[f"EP{n}R"] = epr
+        return Handshake.ACK, payload, pid, PendingTransaction("in", n, payload)
+
+    def complete(self, pending: PendingTransaction | None) -> None:
+        """The end of a transaction the engine accepted: registers, counters and packet memory change now."""
+        if pending is None:
+            return
+        n = pending.register
+        key = f"EP{n}R"
+        if pending.kind == "in":
+            epr = self.values[key] ^ _DTOG_TX
+            self.values[key] = (epr & ~_STAT_TX) | (Stat.NAK << 4) | _CTR_TX
+        else:
+            self._receive_into_pma(n, pending.data)
+            epr = self.values[key]
+            if pending.kind == "setup":
+                epr &= ~(_STAT_TX | _STAT_RX)
+                epr |= (Stat.NAK << 4) | (Stat.NAK << 12) | _DTOG_TX | _DTOG_RX | _SETUP | _CTR_RX
+            else:
+                epr ^= _DTOG_RX
+                epr = (epr & ~_STAT_RX) | (Stat.NAK << 12) | _CTR_RX
+                if (epr & _EP_TYPE) >> 9 == EpType.CONTROL:
+                    epr &= ~_SETUP
+            self.values[key] = epr
         self._update_irq()
-        return Handshake.ACK, payload, pid
 
     # -- helpers for the transaction engine --------------------------------------------
     def _sie_running(self) -> bool:
@@ -509,23 +558,27 @@ class UsbDevice(Peripheral):
             return (num_block + 1) * 32
         return num_block * 2
 
-    def _receive_into_pma(self, n: int, data: bytes) -> bool:
-        """Store a received packet; False on buffer overrun.
-
-        RM0008 §23.4.2: the engine writes payload + CRC16 but never past the
-        allocated buffer; if the payload is larger than the buffer it answers
-        STALL instead of ACK, raises no interrupt and leaves COUNT_RX alone.
-        """
+    def _fits_rx_buffer(self, n: int, data: bytes) -> bool:
+        """RM0008 §23.4.2: a packet larger than the allocated reception buffer is
+        answered STALL instead of ACK; the engine has written what fitted (payload
+        + CRC16, never past the buffer), raises no interrupt and leaves COUNT_RX alone."""
         size = self.rx_buffer_size(n)
-        addr_rx = self._bdt(n, 2) & 0xFFFE
+        if len(data) <= size:
+            return True
+        self.pma.store(self._bdt(n, 2) & 0xFFFE, self._with_crc(data)[:size])
+        return False
+
+    @staticmethod
+    def _with_crc(data: bytes) -> bytes:
         crc = usb_crc16(data)
-        with_crc = data + bytes((crc & 0xFF, crc >> 8))
-        self.pma.store(addr_rx, with_crc[:size])
-        if len(data) > size:
-            return False
+        return data + bytes((crc & 0xFF, crc >> 8))
+
+    def _receive_into_pma(self, n: int, data: bytes) -> None:
+        """Store a received packet (payload + CRC16, within the buffer) and its byte count in COUNTn_RX."""
+        size = self.rx_buffer_size(n)
+        self.pma.store(self._bdt(n, 2) & 0xFFFE, self._with_crc(data)[:size])
         slot = (self.values["BTABLE"] & 0xFFF8) + 8 * n + 6
         self.pma.set_u16(slot, (self.pma.u16(slot) & 0xFC00) | len(data))
-        return True
 
     def _usb_reset(self) -> None:
         for n in range(NUM_ENDPOINTS):

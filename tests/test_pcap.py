@@ -13,7 +13,7 @@ import pytest
 from emulator.usb.host import ModelWire, Token, UsbStall, UsbTimeout, VirtualHost
 from emulator.usb.pcap import LINKTYPE_USB_LINUX_MMAPPED, UsbCapture, UsbmonRecord, read_pcap
 from firmware_models.usb import Handshake
-from tests.fake_usb_firmware import device_descriptor, make_device
+from tests.fake_usb_firmware import Behaviour, device_descriptor, make_device
 
 
 def captured_session(**kwargs):
@@ -131,7 +131,8 @@ def test_write_produces_a_file(tmp_path):
 
 
 def test_capture_keeps_naked_transactions_too():
-    _, _, _, capture = captured_session()
+    # A firmware that prepares its IN data 20 µs after the SETUP: the IN tokens before that are NAKed.
+    _, _, _, capture = captured_session(behaviour=Behaviour(reply_delay_ns=20_000))
     assert any(t.token is Token.IN and t.handshake is Handshake.NAK for t in capture.transactions)
 
 

@@ -30,10 +30,19 @@ import enum
 import errno as errno_codes
 import itertools
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from firmware_models.usb import AttachChanged, DataPid, EndpointReady, Handshake, UsbDevice
+from emulator.usb import fullspeed as fs
+from firmware_models.usb import (
+    AttachChanged,
+    DataPid,
+    EndpointReady,
+    Handshake,
+    PendingTransaction,
+    UsbDevice,
+)
 from hostside.descriptors import (
     DT_CONFIGURATION,
     DT_DEVICE,
@@ -49,7 +58,9 @@ from hostside.descriptors import (
 
 NS_PER_MS = 1_000_000
 FRAME_NS = NS_PER_MS
-FS_BIT_NS = 1000 / 12  # full speed: 12 Mbit/s
+FS_BIT_NS = fs.BIT_NS  # full speed: 12 Mbit/s
+HOST_GAP_NS = 1_000  # between the end of one transaction and the next token (Linux's BW_HOST_DELAY budget)
+EOF1_NS = fs.ns(fs.EOF1_BITS)
 
 # Standard requests (USB 2.0 Table 9-4).
 GET_STATUS, CLEAR_FEATURE, SET_FEATURE, SET_ADDRESS = 0, 1, 3, 5
@@ -154,16 +165,43 @@ class DeviceRunner(Protocol):
 
 
 class ModelWire:
-    """A :class:`UsbWire` onto a :class:`~firmware_models.usb.UsbDevice` model."""
+    """A :class:`UsbWire` onto a :class:`~firmware_models.usb.UsbDevice` model.
 
-    def __init__(self, model: UsbDevice, runner: DeviceRunner) -> None:
+    ``timed=True`` (the default) is the full-speed bus of :mod:`emulator.usb.fullspeed`:
+    every transaction occupies its wire time and the CPU runs during it; the
+    device's engine decides its answer when the token has arrived and changes
+    its registers when the handshake has ended (RM0008 §23.4.2), so the
+    firmware never sees a packet before it could have crossed the cable.
+    ``timed=False`` is a bus without time (a packet lands between two
+    instructions): kept to show, in tests, what real stacks do on it.
+    """
+
+    def __init__(self, model: UsbDevice, runner: DeviceRunner, *, timed: bool = True) -> None:
         self.model = model
         self.runner = runner
+        self.timed = timed
+        self._ready_seen = False
         model.add_listener(self._on_model_event)
 
     def _on_model_event(self, what: object) -> None:
         if isinstance(what, EndpointReady | AttachChanged):
+            self._ready_seen = True
             self.runner.stop()
+
+    def take_ready(self) -> bool:
+        """True once after the firmware made an endpoint VALID/STALL (or attach changed)."""
+        seen, self._ready_seen = self._ready_seen, False
+        return seen
+
+    def _run_until(self, t: int) -> None:
+        stuck = 0
+        while self.runner.now_ns() < t:
+            before = self.runner.now_ns()
+            self.runner.run_ns(t - before)
+            if self.runner.now_ns() == before:
+                stuck += 1
+                if stuck >= 3:
+                    raise RuntimeError("the device side makes no progress during a transaction")
 
     def attached(self) -> bool:
         return self.model.attached()
@@ -174,14 +212,47 @@ class ModelWire:
     def resume(self) -> None:
         self.model.resume()
 
+    def _host_write(self, pid: int, addr: int, ep: int, data: bytes, data_pid: DataPid,
+                    sample: Callable[[], tuple[Handshake, PendingTransaction | None]]) -> Handshake:
+        start = self.runner.now_ns()
+        self._run_until(start + fs.ns(fs.token_bits(pid, addr, ep)))
+        hs, pending = sample()  # the engine decides when it has decoded the token
+        after_data = fs.token_bits(pid, addr, ep) + fs.HOST_IPD_BITS + fs.data_bits(data_pid, data)
+        tail = fs.HOST_TIMEOUT_BITS if hs is Handshake.TIMEOUT else fs.DEVICE_RESPONSE_BITS + fs.HANDSHAKE_BITS
+        self._run_until(start + fs.ns(after_data + tail))
+        self.model.complete(pending)  # CTR_RX, COUNT_RX, STAT_RX=NAK after the handshake
+        return hs
+
     def setup(self, addr: int, ep: int, data: bytes) -> Handshake:
-        return self.model.setup(addr, ep, data)
+        if not self.timed:
+            return self.model.setup(addr, ep, data)
+        return self._host_write(fs.PID_SETUP, addr, ep, data, DataPid.DATA0,
+                                lambda: self.model.sample_setup(addr, ep, data))
 
     def out(self, addr: int, ep: int, data: bytes, data_pid: DataPid) -> Handshake:
-        return self.model.out(addr, ep, data, data_pid)
+        if not self.timed:
+            return self.model.out(addr, ep, data, data_pid)
+        return self._host_write(fs.PID_OUT, addr, ep, data, data_pid,
+                                lambda: self.model.sample_out(addr, ep, data, data_pid))
 
     def in_(self, addr: int, ep: int) -> tuple[Handshake, bytes, DataPid | None]:
-        return self.model.in_(addr, ep)
+        if not self.timed:
+            return self.model.in_(addr, ep)
+        start = self.runner.now_ns()
+        token = fs.token_bits(fs.PID_IN, addr, ep)
+        self._run_until(start + fs.ns(token))
+        hs, payload, pid, pending = self.model.sample_in(addr, ep)
+        if hs is Handshake.ACK:
+            assert pid is not None
+            tail = (fs.DEVICE_RESPONSE_BITS + fs.data_bits(pid, payload) + fs.HOST_IPD_BITS
+                    + fs.HANDSHAKE_BITS)
+        elif hs is Handshake.TIMEOUT:
+            tail = fs.HOST_TIMEOUT_BITS
+        else:
+            tail = fs.DEVICE_RESPONSE_BITS + fs.HANDSHAKE_BITS
+        self._run_until(start + fs.ns(token + tail))
+        self.model.complete(pending)  # CTR_TX, DTOG_TX, STAT_TX=NAK after the host's ACK
+        return hs, payload, pid
 
     def sof(self, frame_number: int) -> None:
         self.model.sof(frame_number)
@@ -326,6 +397,12 @@ class VirtualHost:
         self._urb_ids = itertools.count(0xFFFF_8800_0000_0000, 0x100)
         self._bus_debt_ns = 0.0
         self.transactions = 0
+        # A wire with wire times (ModelWire(timed=True)) gets a paced controller;
+        # any other wire keeps the bus without time, with bus time charged after
+        # each transfer when model_bus_time is set.
+        self.timed = bool(getattr(wire, "timed", False))
+        self._bus_free_ns = 0
+        self._sof_ns = fs.sof_ns()
 
     # -- monitors ---------------------------------------------------------------------------
     def add_monitor(self, monitor: UsbMonitor) -> None:
@@ -333,7 +410,9 @@ class VirtualHost:
 
     def _record(self, tx: Transaction) -> None:
         self.transactions += 1
-        if self.model_bus_time:
+        if self.timed:
+            self._bus_free_ns = self.wire.now_ns() + HOST_GAP_NS
+        elif self.model_bus_time:
             # Token + data packet + handshake + turnarounds, in bit times (USB 2.0 §8.3-8.4).
             self._bus_debt_ns += (105 + 8 * len(tx.data)) * FS_BIT_NS
         for m in self.monitors:
@@ -392,7 +471,7 @@ class VirtualHost:
         self._next_sof_ns = self.wire.now_ns() + FRAME_NS
 
     def _pay_bus_time(self) -> None:
-        if self._bus_debt_ns >= 1:
+        if not self.timed and self._bus_debt_ns >= 1:
             debt = int(self._bus_debt_ns)
             self._bus_debt_ns -= debt
             self.wait_ms(debt / NS_PER_MS)
@@ -447,8 +526,9 @@ class VirtualHost:
         errors = 0
         step = self.nak_step_ns
         while True:
+            started = self._start_slot(fs.host_write_ns(fs.PID_SETUP, addr, 0, DataPid.DATA0, setup), deadline)
             hs = self.wire.setup(addr, 0, setup)
-            self._record(Transaction(self.wire.now_ns(), addr, 0, Token.SETUP, DataPid.DATA0, setup, hs))
+            self._record(Transaction(started, addr, 0, Token.SETUP, DataPid.DATA0, setup, hs))
             if hs is Handshake.ACK:
                 return
             if hs is not Handshake.TIMEOUT:
@@ -463,8 +543,9 @@ class VirtualHost:
         errors = 0
         step = self.nak_step_ns
         while True:
+            started = self._start_slot(fs.in_estimate_ns(addr, ep, self._reserved_mps(addr, ep)), deadline)
             hs, data, pid = self.wire.in_(addr, ep)
-            self._record(Transaction(self.wire.now_ns(), addr, ep, Token.IN, pid, data, hs))
+            self._record(Transaction(started, addr, ep, Token.IN, pid, data, hs))
             if hs is Handshake.ACK:
                 return data, pid if pid is not None else DataPid.DATA0
             if hs is Handshake.STALL:
@@ -473,14 +554,17 @@ class VirtualHost:
                 errors += 1
                 if errors >= 3:
                     raise UsbProtocolError(f"no answer to IN on endpoint {ep}")
-            step = self._retry_wait(step, deadline)
+                step = self._retry_wait(step, deadline)
+            else:
+                step = self._nak_wait(started, step, deadline)
 
     def _do_out(self, addr: int, ep: int, data: bytes, pid: DataPid, deadline: int) -> None:
         errors = 0
         step = self.nak_step_ns
         while True:
+            started = self._start_slot(fs.host_write_ns(fs.PID_OUT, addr, ep, pid, data), deadline)
             hs = self.wire.out(addr, ep, data, pid)
-            self._record(Transaction(self.wire.now_ns(), addr, ep, Token.OUT, pid, data, hs))
+            self._record(Transaction(started, addr, ep, Token.OUT, pid, data, hs))
             if hs is Handshake.ACK:
                 return
             if hs is Handshake.STALL:
@@ -489,7 +573,57 @@ class VirtualHost:
                 errors += 1
                 if errors >= 3:
                     raise UsbProtocolError(f"no answer to OUT on endpoint {ep}")
-            step = self._retry_wait(step, deadline)
+                step = self._retry_wait(step, deadline)
+            else:
+                step = self._nak_wait(started, step, deadline)
+
+    # -- the host controller's schedule on the timed bus (docs/USB_BUS.md) --------------------------
+    def _run_to(self, t: int) -> None:
+        while self.wire.now_ns() < t:
+            self.advance(t - self.wire.now_ns())
+
+    def _start_slot(self, estimate_ns: int, deadline: int) -> int:
+        """Wait until the controller may start a transaction of ``estimate_ns``; returns its start time.
+
+        After the previous transaction and the host's gap; never over a frame's
+        SOF; never unless it ends before EOF1 of its frame (USB 2.0 §11.2.5),
+        otherwise right after the next SOF.
+        """
+        self._check_deadline(deadline)
+        if not self.timed:
+            return self.wire.now_ns()
+        start = max(self.wire.now_ns(), self._bus_free_ns)
+        if self.frames_running:
+            nxt = self._next_sof_ns
+            frame = nxt - FRAME_NS if start < nxt else nxt + (start - nxt) // FRAME_NS * FRAME_NS
+            first = frame + self._sof_ns + HOST_GAP_NS
+            if start < first:
+                start = first
+            if start + estimate_ns + EOF1_NS > frame + FRAME_NS:
+                start = first + FRAME_NS
+        self._run_to(start)
+        self.wire.take_ready()
+        return start
+
+    def _nak_wait(self, started: int, step: int, deadline: int) -> int:
+        """After a NAK the controller retries the same transaction back to back until
+        the device answers otherwise (as a full-speed controller walking its
+        control/bulk list does).  A NAK changes nothing in the device, so the
+        retries whose answer cannot differ are skipped: the CPU runs until the
+        firmware makes an endpoint VALID or STALL, and the transaction is retried
+        at the first slot of the back-to-back retry train after that instant."""
+        if not self.timed:
+            return self._retry_wait(step, deadline)
+        now = self.wire.now_ns()
+        period = now - started + HOST_GAP_NS
+        origin = now + HOST_GAP_NS
+        if not self.wire.take_ready():
+            self._check_deadline(deadline)
+            self.advance(deadline - now)
+            self.wire.take_ready()
+        behind = self.wire.now_ns() - origin
+        self._bus_free_ns = origin + max(0, -(-behind // period)) * period
+        return step
 
     # -- URB bookkeeping --------------------------------------------------------------------------
     def _submit(self, urb: Urb) -> None:
@@ -662,6 +796,18 @@ class VirtualHost:
                     if ep.descriptor.bEndpointAddress == endpoint:
                         return ep.descriptor.bInterval
         return 0
+
+    def _reserved_mps(self, addr: int, endpoint: int) -> int:
+        """The packet size a controller budgets for an IN: the endpoint's, or 64 (the
+        full-speed maximum for control and bulk) before the device is known."""
+        if self.device is None or self.device.address != addr:
+            return 64
+        if endpoint == 0:
+            return self.device.ep0_mps
+        try:
+            return self.device.endpoint_mps(endpoint | 0x80)
+        except ValueError:
+            return 64
 
     def _mps(self, addr: int, endpoint: int, mps: int | None) -> int:
         if mps is not None:

@@ -44,9 +44,13 @@ class UsbLink:
             self.capture.write(self.pcap_path)
 
 
-def connect(machine: Machine, *, pcap_path: str | None = None, address: int = 1) -> UsbLink:
-    """Plug the board into a virtual host; nothing is enumerated yet."""
-    host = VirtualHost(ModelWire(machine.usb, MachineRunner(machine)))
+def connect(machine: Machine, *, pcap_path: str | None = None, address: int = 1, timed: bool = True) -> UsbLink:
+    """Plug the board into a virtual host; nothing is enumerated yet.
+
+    ``timed=False`` gives the bus without time of earlier versions (packets land
+    between two instructions), only to show what real USB stacks do on it.
+    """
+    host = VirtualHost(ModelWire(machine.usb, MachineRunner(machine), timed=timed))
     capture = None
     if pcap_path is not None:
         capture = UsbCapture()

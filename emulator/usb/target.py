@@ -68,9 +68,9 @@ def open_emulated(boot_image: str, options: Sequence[str] = ()) -> EmulatedTarge
 
 
 def attach(board: Board, *, pcap_path: str | None = None, attach_timeout_ns: int = 2_000_000_000,
-           ) -> EmulatedTarget:
+           timed_bus: bool = True) -> EmulatedTarget:
     """Plug an already built board into a virtual host and enumerate it."""
-    link = connect(board.machine, pcap_path=pcap_path)
+    link = connect(board.machine, pcap_path=pcap_path, timed=timed_bus)
     host = link.host
     deadline = board.machine.now_ns + attach_timeout_ns
     while not host.wire.attached() and board.machine.now_ns < deadline:
