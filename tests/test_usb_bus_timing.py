@@ -145,3 +145,20 @@ def test_a_firmware_that_answers_late_gets_naks_until_it_is_ready():
 def test_the_same_session_twice_gives_the_same_transactions_at_the_same_times():
     assert _enumerated_with_sofs(behaviour=Behaviour(reply_delay_ns=40_000)) == \
         _enumerated_with_sofs(behaviour=Behaviour(reply_delay_ns=40_000))
+
+
+def test_the_pcap_timestamps_show_each_transfer_taking_its_wire_time():
+    from emulator.usb.pcap import UsbCapture
+
+    port, model, firmware, cpu = make_device()
+    host = VirtualHost(ModelWire(model, cpu))
+    capture = UsbCapture()
+    host.add_monitor(capture)
+    host.enumerate(address=6)
+    submits = {r.urb_id: r.ts_ns for r in capture.records if r.event == "S"}
+    durations = [r.ts_ns - submits[r.urb_id] for r in capture.records if r.event == "C"]
+    setup_and_status = fs.host_write_ns(fs.PID_SETUP, 6, 0, DataPid.DATA0, bytes(8))
+    assert durations and min(durations) >= setup_and_status  # no transfer is shorter than its SETUP alone
+    # The capture keeps microseconds: consecutive transfers are apart by at least the host gap.
+    times = [r.ts_ns for r in capture.records]
+    assert times == sorted(times)
