@@ -18,11 +18,13 @@ import pytest
 from emulator.bootflow.scenario import flash_and_boot
 from emulator.cli import main as emulator_main
 from emulator.core.session import BoardOptions, build_board
+from emulator.usb.device_server import serve_command
 from emulator.usb.target import attach
 from hostside.dfu import DfuClient, DfuStall
 from hostside.dfuse_layout import parse_layout
 from hostside.files import load_file
 from hostside.transport import PyUsbTransport
+from tests.test_serve_dfu_util import host_tools  # noqa: F401 - the fixture that checks dfu-util and umockdev
 
 IMAGES = Path(__file__).resolve().parent.parent / "fixtures" / "images"
 FIXTURES = ("boot_hal_rearm", "boot_usblib_abort")
@@ -90,11 +92,7 @@ def test_boot_fixed_downloads_on_either_bus() -> None:
 
 
 @pytest.mark.parametrize("boot", FIXTURES)
-def test_unmodified_dfu_util_downloads_through_them_byte_exact(boot: str) -> None:
-    from emulator.usb.device_server import serve_command
-    from tests.test_serve_dfu_util import host_tools
-
-    host_tools()
+def test_unmodified_dfu_util_downloads_through_them_byte_exact(boot: str, host_tools: None) -> None:
     image = (IMAGES / "app_small.bin").read_bytes()
     result = serve_command(BoardOptions(image=str(IMAGES / f"{boot}.elf")),
                            ["dfu-util", "-a", "0", "-s", "0x08008000:leave", "-D", str(IMAGES / "app_small.bin")],
