@@ -24,7 +24,6 @@ from hostside.dfu import DfuClient, DfuStall
 from hostside.dfuse_layout import parse_layout
 from hostside.files import load_file
 from hostside.transport import PyUsbTransport
-from tests.test_serve_dfu_util import host_tools  # noqa: F401 - the fixture that checks dfu-util and umockdev
 
 IMAGES = Path(__file__).resolve().parent.parent / "fixtures" / "images"
 FIXTURES = ("boot_hal_rearm", "boot_usblib_abort")
@@ -92,7 +91,8 @@ def test_boot_fixed_downloads_on_either_bus() -> None:
 
 
 @pytest.mark.parametrize("boot", FIXTURES)
-def test_unmodified_dfu_util_downloads_through_them_byte_exact(boot: str, host_tools: None) -> None:
+@pytest.mark.usefixtures("dfu_util_tools")
+def test_unmodified_dfu_util_downloads_through_them_byte_exact(boot: str) -> None:
     image = (IMAGES / "app_small.bin").read_bytes()
     result = serve_command(BoardOptions(image=str(IMAGES / f"{boot}.elf")),
                            ["dfu-util", "-a", "0", "-s", "0x08008000:leave", "-D", str(IMAGES / "app_small.bin")],

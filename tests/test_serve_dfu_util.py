@@ -1,4 +1,4 @@
-"""Debian's unmodified dfu-util against the emulated bootloaders, through umockdev (emulator/serve.py).
+"""Debian's unmodified dfu-util against the emulated bootloaders, through umockdev (emulator/usb/device_server.py).
 
 These tests need `dfu-util umockdev gir1.2-umockdev-1.0 python3-gi`; when they
 are missing the tests fail with the apt line instead of skipping, so CI cannot
@@ -7,7 +7,6 @@ pass without actually running dfu-util.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from emulator.core.session import BoardOptions
-from emulator.usb.device_server import APT_LINE, ServeResult, bridge_python, serve_command
+from emulator.usb.device_server import ServeResult, serve_command
 from firmware_models import flash_journal as fj
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,16 +29,7 @@ FLASH_END = 0x0804_0000  # STM32F103RC: 256 KiB
 LEAVE_EXITS = (0, 74)  # 74: "Error during download get_status" after the manifest reset, as on real boards
 
 
-@pytest.fixture(scope="module", autouse=True)
-def host_tools() -> None:
-    missing = [name for name in ("dfu-util",) if shutil.which(name) is None]
-    probe = subprocess.run([bridge_python(), "-c", "import gi; gi.require_version('UMockdev', '1.0'); "
-                            "from gi.repository import UMockdev; UMockdev.IoctlData.update"],
-                           capture_output=True, check=False)
-    if probe.returncode != 0:
-        missing.append("umockdev GI bindings (>= 0.17.14)")
-    if missing:
-        pytest.fail(f"missing {', '.join(missing)}: {APT_LINE}", pytrace=False)
+pytestmark = pytest.mark.usefixtures("dfu_util_tools")
 
 
 def serve(boot: str, *args: str, apps: tuple[str, ...] = (), flash_timing: str = "typical") -> ServeResult:
