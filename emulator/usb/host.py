@@ -522,60 +522,45 @@ class VirtualHost:
             return self.nak_step_ns  # the device just readied something: retry promptly
         return min(step * 2, self.nak_step_max_ns)
 
-    def _do_setup(self, addr: int, setup: bytes, deadline: int) -> None:
+    def _transaction(self, token: Token, addr: int, ep: int, estimate_ns: int, deadline: int,
+                     attempt: Callable[[], tuple[Handshake, bytes, DataPid | None]]) -> tuple[bytes, DataPid]:
+        """One transaction, retried as a host controller does: NAK again and again until the
+        timeout, no handshake three times (the xHCI/EHCI error counter), STALL never."""
         errors = 0
         step = self.nak_step_ns
         while True:
-            started = self._start_slot(fs.host_write_ns(fs.PID_SETUP, addr, 0, DataPid.DATA0, setup), deadline)
-            hs = self.wire.setup(addr, 0, setup)
-            self._record(Transaction(started, addr, 0, Token.SETUP, DataPid.DATA0, setup, hs))
-            if hs is Handshake.ACK:
-                return
-            if hs is not Handshake.TIMEOUT:
-                # USB 2.0 §8.5.3: a device must accept every SETUP.
-                raise UsbProtocolError(f"device answered SETUP with {hs.value}")
-            errors += 1
-            if errors >= 3:
-                raise UsbProtocolError("no handshake to SETUP")
-            step = self._retry_wait(step, deadline)
-
-    def _do_in(self, addr: int, ep: int, deadline: int) -> tuple[bytes, DataPid]:
-        errors = 0
-        step = self.nak_step_ns
-        while True:
-            started = self._start_slot(fs.in_estimate_ns(addr, ep, self._reserved_mps(addr, ep)), deadline)
-            hs, data, pid = self.wire.in_(addr, ep)
-            self._record(Transaction(started, addr, ep, Token.IN, pid, data, hs))
+            started = self._start_slot(estimate_ns, deadline)
+            hs, data, pid = attempt()
+            self._record(Transaction(started, addr, ep, token, pid, data, hs))
             if hs is Handshake.ACK:
                 return data, pid if pid is not None else DataPid.DATA0
+            if token is Token.SETUP and hs is not Handshake.TIMEOUT:
+                # USB 2.0 §8.5.3: a device must accept every SETUP.
+                raise UsbProtocolError(f"device answered SETUP with {hs.value}")
             if hs is Handshake.STALL:
-                raise UsbStall(f"endpoint 0x{ep | 0x80:02x} stalled")
+                raise UsbStall(f"endpoint 0x{ep | (0x80 if token is Token.IN else 0):02x} stalled")
             if hs is Handshake.TIMEOUT:
                 errors += 1
                 if errors >= 3:
-                    raise UsbProtocolError(f"no answer to IN on endpoint {ep}")
+                    raise UsbProtocolError("no handshake to SETUP" if token is Token.SETUP
+                                           else f"no answer to {token.value} on endpoint {ep}")
                 step = self._retry_wait(step, deadline)
             else:
                 step = self._nak_wait(started, step, deadline)
 
+    def _do_setup(self, addr: int, setup: bytes, deadline: int) -> None:
+        estimate = fs.host_write_ns(fs.PID_SETUP, addr, 0, DataPid.DATA0, setup)
+        self._transaction(Token.SETUP, addr, 0, estimate, deadline,
+                          lambda: (self.wire.setup(addr, 0, setup), setup, DataPid.DATA0))
+
+    def _do_in(self, addr: int, ep: int, deadline: int) -> tuple[bytes, DataPid]:
+        estimate = fs.in_estimate_ns(addr, ep, self._reserved_mps(addr, ep))
+        return self._transaction(Token.IN, addr, ep, estimate, deadline, lambda: self.wire.in_(addr, ep))
+
     def _do_out(self, addr: int, ep: int, data: bytes, pid: DataPid, deadline: int) -> None:
-        errors = 0
-        step = self.nak_step_ns
-        while True:
-            started = self._start_slot(fs.host_write_ns(fs.PID_OUT, addr, ep, pid, data), deadline)
-            hs = self.wire.out(addr, ep, data, pid)
-            self._record(Transaction(started, addr, ep, Token.OUT, pid, data, hs))
-            if hs is Handshake.ACK:
-                return
-            if hs is Handshake.STALL:
-                raise UsbStall(f"endpoint 0x{ep:02x} stalled")
-            if hs is Handshake.TIMEOUT:
-                errors += 1
-                if errors >= 3:
-                    raise UsbProtocolError(f"no answer to OUT on endpoint {ep}")
-                step = self._retry_wait(step, deadline)
-            else:
-                step = self._nak_wait(started, step, deadline)
+        estimate = fs.host_write_ns(fs.PID_OUT, addr, ep, pid, data)
+        self._transaction(Token.OUT, addr, ep, estimate, deadline,
+                          lambda: (self.wire.out(addr, ep, data, pid), data, pid))
 
     # -- the host controller's schedule on the timed bus (docs/USB_BUS.md) --------------------------
     def _run_to(self, t: int) -> None:
