@@ -90,7 +90,11 @@ def fixture_runs() -> None:
               f"{m.instructions / wall / 1e6:6.1f} MIPS")
 
 
-if __name__ == "__main__":
+def main() -> None:
     emulated_mips()
     mmio_cost()
     fixture_runs()
+
+
+if __name__ == "__main__":
+    main()
