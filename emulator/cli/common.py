@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from emulator.core.arguments import parse_int, parse_level
+from emulator.core.arguments import parse_bkp_setting, parse_int, parse_level, parse_pin_setting
 from emulator.core.session import BoardOptions
 
 EXIT_CLEAN, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -18,6 +18,7 @@ def add_board_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chip", default=None, help="STM32F103RC (default) or STM32F103C8")
     p.add_argument("--boot0", type=parse_level, default=False, help="BOOT0 pin (high is not emulated)")
     p.add_argument("--boot1", type=parse_level, default=False, help="BOOT1 pin PB2: high or low (default low)")
+    add_trigger_arguments(p)
     p.add_argument("--strict", action="store_true", help="fail on the first unmodelled register access")
     p.add_argument("--flash", dest="flash_file", metavar="FILE",
                    help="board state file: flash, option bytes and backup registers, loaded and saved")
@@ -25,8 +26,25 @@ def add_board_arguments(p: argparse.ArgumentParser) -> None:
                    help="datasheet flash program/erase times to use")
 
 
+def add_trigger_arguments(p: argparse.ArgumentParser, *, after: bool = False) -> None:
+    """Boot triggers: pins held and backup registers set before power-on (and, with ``after``,
+    before the reboot that follows a download)."""
+    p.add_argument("--pin", action="append", default=[], type=parse_pin_setting, metavar="PXn=high|low",
+                   help="drive a GPIO pin from outside before power-on, e.g. PA0=high (a held button); "
+                        "repeatable; --boot1 X is PB2=X")
+    p.add_argument("--bkp", action="append", default=[], type=parse_bkp_setting, metavar="DRn=VALUE",
+                   help="a backup data register's value at power-on, e.g. DR1=0x4F42 (what an application "
+                        "writes before resetting into its bootloader); repeatable")
+    if not after:
+        return
+    p.add_argument("--pin-after", action="append", default=[], type=parse_pin_setting, metavar="PXn=high|low",
+                   help="drive a pin before the reboot that follows the download (e.g. release a button)")
+    p.add_argument("--bkp-after", action="append", default=[], type=parse_bkp_setting, metavar="DRn=VALUE",
+                   help="set a backup register before the reboot that follows the download")
+
+
 def board_options(args: argparse.Namespace, **extra: object) -> BoardOptions:
     """The board that :func:`add_board_arguments`' options describe."""
     return BoardOptions(image=args.image, base=args.base, apps=args.app, chip=args.chip, boot0=args.boot0,
                         boot1=args.boot1, strict=args.strict, flash_file=args.flash_file,
-                        flash_timing=args.flash_timing, **extra)  # type: ignore[arg-type]
+                        flash_timing=args.flash_timing, pins=args.pin, bkp=args.bkp, **extra)  # type: ignore[arg-type]
