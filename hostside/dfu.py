@@ -267,8 +267,9 @@ class DfuClient:
     def __init__(
         self,
         transport: Transport,
-        alt: int | str = 0,
+        alt: int | str | DfuAltSetting = 0,
         *,
+        interface: int | None = None,
         transfer_size: int | None = None,
         max_transfer: int | None = LINUX_MAX_TRANSFER,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
@@ -276,10 +277,13 @@ class DfuClient:
     ) -> None:
         self.transport = transport
         self.info: DeviceInfo = transport.device_info()
-        try:
-            self.alt_setting: DfuAltSetting = self.info.find_alt(alt)
-        except LookupError as exc:
-            raise DfuUnsupported(f"device has no DFU alternate setting {alt!r}") from exc
+        if isinstance(alt, DfuAltSetting):
+            self.alt_setting: DfuAltSetting = alt
+        else:
+            try:
+                self.alt_setting = self.info.find_alt(alt, interface)
+            except LookupError as exc:
+                raise DfuUnsupported(f"device has no DFU alternate setting {alt!r}") from exc
         self.interface = self.alt_setting.interface
         self.functional = self.info.functional
         self.device_transfer_size = self.functional.transfer_size
