@@ -6,6 +6,7 @@ import argparse
 
 from emulator.core.arguments import parse_bkp_setting, parse_int, parse_level, parse_pin_setting
 from emulator.core.session import BoardOptions
+from hostside.selection import DfuSelector, parse_alt, parse_device_ids
 
 EXIT_CLEAN, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -48,3 +49,39 @@ def board_options(args: argparse.Namespace, **extra: object) -> BoardOptions:
     return BoardOptions(image=args.image, base=args.base, apps=args.app, chip=args.chip, boot0=args.boot0,
                         boot1=args.boot1, strict=args.strict, flash_file=args.flash_file,
                         flash_timing=args.flash_timing, pins=args.pin, bkp=args.bkp, **extra)  # type: ignore[arg-type]
+
+
+def _device_ids(text: str):  # noqa: ANN202 - hostside.transport.UsbFilter
+    try:
+        return parse_device_ids(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _interface_number(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an interface number: {text!r}") from None
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"interface numbers are 0..255: {text!r}")
+    return value
+
+
+def add_selection_arguments(p: argparse.ArgumentParser) -> None:
+    """-d/-a/--intf/--serial: which DFU device, interface and alternate setting (hostside.selection)."""
+    p.add_argument("-d", "--device", type=_device_ids, default=None, metavar="VID:PID[,VID:PID]",
+                   help="the DFU device's vendor:product ids in hex (default: the first DFU device, "
+                        "found by its interface class 0xFE/0x01)")
+    p.add_argument("-a", "--alt", type=parse_alt, default=None, metavar="ALT|NAME",
+                   help="alternate setting by number or by its exact name (default: the first)")
+    p.add_argument("--intf", type=_interface_number, default=None, metavar="N", help="DFU interface number")
+    p.add_argument("--serial", default=None, help="the device's serial-number string")
+
+
+def selector_from(args: argparse.Namespace) -> DfuSelector | None:
+    """The selection the options name, or None when none was given."""
+    if args.device is None and args.alt is None and args.intf is None and args.serial is None:
+        return None
+    return DfuSelector(ids=args.device or DfuSelector().ids, serial=args.serial, interface=args.intf,
+                       alt=args.alt)

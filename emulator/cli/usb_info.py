@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emulator.cli.common import EXIT_CLEAN, add_board_arguments, board_options
+from emulator.cli.common import (
+    EXIT_CLEAN,
+    add_board_arguments,
+    add_selection_arguments,
+    board_options,
+    selector_from,
+)
 from emulator.core.arguments import parse_duration
 from emulator.core.machine import EmulatorError
 from emulator.core.session import build_board
@@ -17,6 +23,7 @@ from hostside.descriptors import render_lsusb
 def add_parser(sub: argparse._SubParsersAction) -> None:
     info = sub.add_parser("usb-info", help="boot with BOOT1 low, enumerate the USB device, print it like lsusb -v")
     add_board_arguments(info)
+    add_selection_arguments(info)
     info.set_defaults(boot1=False)
     info.add_argument("--usb-pcap", metavar="FILE", help="write the enumeration traffic as a usbmon pcap")
     info.add_argument("--attach-timeout", type=parse_duration, default=parse_duration("2s"),
@@ -30,6 +37,10 @@ def cmd_usb_info(args: argparse.Namespace) -> int:
         target = attach(board, pcap_path=args.usb_pcap, attach_timeout_ns=args.attach_timeout)
     except UsbError as e:
         raise EmulatorError(f"USB enumeration failed: {e}") from None
+    selector = selector_from(args)
+    if selector is not None:
+        alt = target.select(selector)
+        print(f"selected interface {alt.interface} alt {alt.alt} \"{alt.name}\"", file=sys.stderr)
     info = target.link.host.device
     assert info is not None
     print(render_lsusb(info.device, info.configurations, info.strings, bus=target.link.host.bus_number,
