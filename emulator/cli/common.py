@@ -27,6 +27,31 @@ def add_board_arguments(p: argparse.ArgumentParser) -> None:
                    help="datasheet flash program/erase times to use")
 
 
+def add_flow_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the flash-and-boot flow shared by flash, check (and the sweep): where the
+    application goes, the boot triggers before the download and after it, how DFU mode ends."""
+    p.add_argument("--address", type=parse_int, default=None,
+                   help="where the application lives: the load address of a .bin (DfuSe: default the "
+                        "layout's first writable segment; plain DFU: checked against where the bootloader "
+                        "writes it, found from the flash journal when not given)")
+    p.add_argument("--boot1", type=parse_level, default=False,
+                   help="BOOT1 (PB2) at power-on, before the download (default low)")
+    p.add_argument("--boot1-after", type=parse_level, default=True,
+                   help="BOOT1 when the bootloader resets the chip after the download (default high)")
+    p.add_argument("--leave", choices=("auto", "reset", "none"), default="auto",
+                   help="how DFU mode ends: auto (DfuSe leave request; plain DFU manifestation, then a USB "
+                        "reset if the device waits for one), reset (a USB reset, as dfu-util -R), none "
+                        "(nothing: a bootloader with a DFU timeout jumps by itself within --max-time)")
+
+
+def flow_options(args: argparse.Namespace) -> dict[str, object]:
+    """The keyword arguments :func:`emulator.bootflow.scenario.flash_and_boot` takes from
+    :func:`add_flow_arguments`, :func:`add_selection_arguments` and :func:`add_trigger_arguments`."""
+    return {"selector": selector_from(args), "boot1": args.boot1, "boot1_after": args.boot1_after,
+            "pins": args.pin, "bkp": args.bkp, "pins_after": args.pin_after, "bkp_after": args.bkp_after,
+            "leave": args.leave}
+
+
 def add_trigger_arguments(p: argparse.ArgumentParser, *, after: bool = False) -> None:
     """Boot triggers: pins held and backup registers set before power-on (and, with ``after``,
     before the reboot that follows a download)."""

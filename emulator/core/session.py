@@ -106,6 +106,8 @@ def apply_pins(machine: Machine, pins: Sequence[PinSetting]) -> None:
         if port not in machine.gpio or not 0 <= pin <= 15:
             raise EmulatorError(f"P{port}{pin}: no such pin on the {machine.chip.name}")
         machine.drive_pin(port, pin, level)
+        # Record the firmware's first read of the pin after each reset (a gpio_read event), as for BOOT1.
+        machine.gpio[port].labels.setdefault(pin, f"P{port}{pin}")
 
 
 def apply_backup_registers(machine: Machine, values: Sequence[BkpSetting]) -> None:
