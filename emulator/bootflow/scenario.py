@@ -186,6 +186,8 @@ def flash_and_boot(boot_image: str, app_file: str, *, app_address: int | None = 
         outcome.error = f"{type(e).__name__}: {e}"
         outcome.download_emulated_ns = outcome.download_emulated_ns or m.now_ns - t0
         target.close()
+        if outcome.download_ok:  # the data went out: what the flash holds still counts
+            _finish(outcome, len(m.uart_output.get(1, b"")))
         return outcome
     target.close()
     _watch_jump(outcome, payload)  # already watching since the leave, unless the session ended early
@@ -289,6 +291,12 @@ def _plain_session(client: DfuClient, target: EmulatedTarget, outcome: FlashOutc
     client.start()
     report = client.download_plain(payload, manifest=False)
     outcome.download_ok = True
+    outcome.download_started_ns = t0
+    if known:
+        assert image is not None
+        outcome.app_address = image.start
+        outcome.expected_image = FirmwareImage.from_segments([(image.start, payload)])
+    # else the place is found from the flash journal once the bootloader is done (_finish)
     f = client.functional
     can_verify_by_upload = f.can_upload and f.manifestation_tolerant
     if verify and not can_verify_by_upload:
@@ -325,13 +333,6 @@ def _plain_session(client: DfuClient, target: EmulatedTarget, outcome: FlashOutc
             outcome.notes.append("the device waited in dfuMANIFEST-WAIT-RESET: the host reset it (DFU 1.1 §7)")
         else:
             outcome.left = "none"
-    if known:
-        assert image is not None
-        outcome.app_address = image.start
-        outcome.expected_image = FirmwareImage.from_segments([(image.start, payload)])
-    else:
-        outcome.expected_image = None  # found from the flash journal once the bootloader is done
-    outcome.download_started_ns = t0
 
 
 def _wait_detached(target: EmulatedTarget, timeout_ms: int) -> None:
