@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from emulator.bootflow.scenario import FlashOutcome, Triggers, _finish, _watch_jump, load_application
+from emulator.bootflow.scenario import FlashOutcome, Triggers, _watch_jump, load_application, record_results
 from emulator.core.machine import EmulatorError, Machine
 from emulator.core.session import BkpSetting, BoardOptions, PinSetting, build_board
 from hostside.dfuse_layout import LayoutError, RegionError, parse_layout
@@ -135,6 +135,6 @@ def fops_flash_and_boot(boot_image: str, app_file: str, *, fops_address: int | N
     _watch_jump(outcome, outcome.image_bytes)
     uart_before = len(m.uart_output.get(1, b""))
     outcome.stop = m.run(max_ns=run_ns)
-    _finish(outcome, uart_before)
+    record_results(outcome, uart_before)
     board.save()
     return outcome

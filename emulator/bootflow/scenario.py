@@ -187,15 +187,29 @@ def flash_and_boot(boot_image: str, app_file: str, *, app_address: int | None = 
         outcome.download_emulated_ns = outcome.download_emulated_ns or m.now_ns - t0
         target.close()
         if outcome.download_ok:  # the data went out: what the flash holds still counts
-            _finish(outcome, len(m.uart_output.get(1, b"")))
+            record_results(outcome, len(m.uart_output.get(1, b"")))
         return outcome
     target.close()
     _watch_jump(outcome, payload)  # already watching since the leave, unless the session ended early
     uart_before = len(m.uart_output.get(1, b""))
     outcome.stop = m.run(max_ns=run_ns)
-    _finish(outcome, uart_before)
+    record_results(outcome, uart_before)
     board.save()
     return outcome
+
+
+def run_session(target: EmulatedTarget, outcome: FlashOutcome, loaded: LoadedFile, *, selector: DfuSelector | None,
+                erase_order: str, verify: bool, after: Triggers, leave: str, address_given: bool,
+                watch: bool = True) -> None:
+    """One DFU session on an attached target: select (detaching a run-time device), download by the
+    device's protocol, verify, apply the after-download triggers and leave.  DFU errors propagate."""
+    t0 = outcome.board.machine.now_ns
+    client = open_dfu(target, selector, outcome)
+    if client.is_dfuse:
+        _dfuse_session(client, target, outcome, loaded, erase_order, verify, after, leave, t0, watch=watch)
+    else:
+        _plain_session(client, target, outcome, loaded, verify, after, leave, t0, address_given=address_given,
+                       watch=watch)
 
 
 def open_dfu(target: EmulatedTarget, selector: DfuSelector | None, outcome: FlashOutcome) -> DfuClient:
@@ -244,7 +258,8 @@ def _ignoring_alt(selector: DfuSelector) -> DfuSelector:
 
 
 def _dfuse_session(client: DfuClient, target: EmulatedTarget, outcome: FlashOutcome, loaded: LoadedFile,
-                   erase_order: str, verify: bool, after: Triggers, leave: str, t0: int) -> None:
+                   erase_order: str, verify: bool, after: Triggers, leave: str, t0: int, *,
+                   watch: bool = True) -> None:
     m = outcome.board.machine
     client.start()
     outcome.layout_string = client.alt_setting.name
@@ -267,7 +282,8 @@ def _dfuse_session(client: DfuClient, target: EmulatedTarget, outcome: FlashOutc
     outcome.download_emulated_ns = m.now_ns - t0
     # The user moves the jumper (or lets go of the button) before the bootloader resets the chip.
     after.apply(outcome.board)
-    _watch_jump(outcome, outcome.image_bytes)
+    if watch:
+        _watch_jump(outcome, outcome.image_bytes)
     outcome.leave_uart = len(m.uart_output.get(1, b""))
     if leave == "auto":
         client.leave(image.start)
@@ -280,7 +296,8 @@ def _dfuse_session(client: DfuClient, target: EmulatedTarget, outcome: FlashOutc
 
 
 def _plain_session(client: DfuClient, target: EmulatedTarget, outcome: FlashOutcome, loaded: LoadedFile,
-                   verify: bool, after: Triggers, leave: str, t0: int, *, address_given: bool) -> None:
+                   verify: bool, after: Triggers, leave: str, t0: int, *, address_given: bool,
+                   watch: bool = True) -> None:
     """Plain DFU 1.1 (§6.1, §7): blocks 0, 1, 2… of wTransferSize go where the bootloader puts them;
     a zero-length DNLOAD starts manifestation; the functional descriptor says what follows."""
     m = outcome.board.machine
@@ -296,7 +313,7 @@ def _plain_session(client: DfuClient, target: EmulatedTarget, outcome: FlashOutc
         assert image is not None
         outcome.app_address = image.start
         outcome.expected_image = FirmwareImage.from_segments([(image.start, payload)])
-    # else the place is found from the flash journal once the bootloader is done (_finish)
+    # else the place is found from the flash journal once the bootloader is done (record_results)
     f = client.functional
     can_verify_by_upload = f.can_upload and f.manifestation_tolerant
     if verify and not can_verify_by_upload:
@@ -305,7 +322,8 @@ def _plain_session(client: DfuClient, target: EmulatedTarget, outcome: FlashOutc
             "cannot upload (bitCanUpload = 0)" if not f.can_upload else
             "is not manifestation tolerant, so it cannot upload after the download (DFU 1.1 §7)"))
     after.apply(outcome.board)
-    _watch_jump(outcome, payload)
+    if watch:
+        _watch_jump(outcome, payload)
     outcome.leave_uart = len(m.uart_output.get(1, b""))
     result = client.manifest(report.chunks)
     outcome.download_emulated_ns = m.now_ns - t0
@@ -359,7 +377,7 @@ def _verify_by_upload(client: DfuClient, outcome: FlashOutcome, image: FirmwareI
                           "differing_bytes": e.differing}
 
 
-def _finish(outcome: FlashOutcome, uart_before: int) -> None:
+def record_results(outcome: FlashOutcome, uart_before: int) -> None:
     """After the run: what the application printed, and the flash model against what was sent."""
     m = outcome.board.machine
     uart = bytes(m.uart_output.get(1, b""))
