@@ -3,13 +3,15 @@
 * BOS (USB 3.2 §9.6.2, introduced for USB 2.0 by the LPM ECN; a host reads it
   when bcdUSB >= 0x0201): a 5-byte header, then device capability descriptors
   (type 0x10); capability type 0x05 is a *platform* capability named by a UUID.
-* WebUSB (WebUSB API §3.1, §4.3): platform UUID {3408B638-09A9-47A0-8BFD-A0768815B665},
+* WebUSB (the WebUSB API's "WebUSB Platform Capability Descriptor", "GET_URL" and "URL
+  Descriptor"): platform UUID {3408B638-09A9-47A0-8BFD-A0768815B665},
   bcdVersion, bVendorCode, iLandingPage; the landing page is the URL descriptor
   returned by the vendor request (bmRequestType 0xC0, bRequest = bVendorCode,
   wValue = index, wIndex = 2 GET_URL): bLength, 0x03, bScheme (0 http, 1 https,
   255 as written), UTF-8 URL.
-* Microsoft OS 2.0 (Microsoft OS 2.0 Descriptors Specification, tables 3-4 and
-  §3.3): platform UUID {D8DD60DF-4589-4CC7-9CD2-659D9E648A9F}; each 8-byte
+* Microsoft OS 2.0 (Microsoft OS 2.0 Descriptors Specification: the platform
+  capability descriptor, the descriptor set information structure and the
+  MS_OS_20_DESCRIPTOR_INDEX request): platform UUID {D8DD60DF-4589-4CC7-9CD2-659D9E648A9F}; each 8-byte
   descriptor-set information block gives dwWindowsVersion, the set's total
   length, bMS_VendorCode and bAltEnumCode; the set itself comes from the vendor
   request (0xC0, bMS_VendorCode, wValue 0, wIndex 7 MS_OS_20_DESCRIPTOR_INDEX).
@@ -32,8 +34,8 @@ CAPABILITY_NAMES = {0x01: "Wireless USB", 0x02: "USB 2.0 Extension", 0x03: "Supe
 CAP_PLATFORM = 0x05
 WEBUSB_UUID = uuid.UUID("3408b638-09a9-47a0-8bfd-a0768815b665")
 MSOS20_UUID = uuid.UUID("d8dd60df-4589-4cc7-9cd2-659d9e648a9f")
-WEBUSB_GET_URL = 2  # WebUSB §4.2, wIndex of the vendor request
-MSOS20_DESCRIPTOR_INDEX = 7  # MS OS 2.0 §3.3, wIndex of the vendor request
+WEBUSB_GET_URL = 2  # WebUSB GET_URL, wIndex of the vendor request
+MSOS20_DESCRIPTOR_INDEX = 7  # MS OS 2.0 MS_OS_20_DESCRIPTOR_INDEX, wIndex of the vendor request
 URL_SCHEMES = {0: "http://", 1: "https://", 255: ""}
 MSOS20_TYPES = {0x00: "set header", 0x01: "configuration subset header", 0x02: "function subset header",
                 0x03: "compatible ID", 0x04: "registry property", 0x05: "minimum resume time",
@@ -121,7 +123,7 @@ def _capability(raw: bytes) -> Capability:
 
 
 def parse_url_descriptor(raw: bytes) -> str:
-    """WebUSB §4.3.1: scheme byte plus UTF-8 text."""
+    """The WebUSB URL descriptor: scheme byte plus UTF-8 text."""
     if len(raw) < 3 or raw[1] != 0x03:
         raise BosError(f"not a URL descriptor: {bytes(raw[:3]).hex(' ')}")
     return URL_SCHEMES.get(raw[2], f"<scheme {raw[2]}>") + bytes(raw[3:raw[0]]).decode("utf-8", "replace")
@@ -135,7 +137,7 @@ class MsOs20Item:
 
 
 def parse_msos20_set(raw: bytes) -> list[MsOs20Item]:
-    """The descriptors of an MS OS 2.0 descriptor set, in order (MS OS 2.0 tables 9-19)."""
+    """The descriptors of an MS OS 2.0 descriptor set, in order (header, subset headers, features)."""
     raw = bytes(raw)
     items: list[MsOs20Item] = []
     i = 0

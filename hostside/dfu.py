@@ -711,7 +711,7 @@ class DfuClient:
 
     def idle_after_manifest(self) -> DfuStatusResponse:
         """A manifestation-tolerant device goes dfuMANIFEST → dfuMANIFEST-SYNC → dfuIDLE
-        (DFU 1.1 §7, appendix A.2.7/A.2.8): GETSTATUS, honouring bwPollTimeout, until dfuIDLE."""
+        (DFU 1.1 §7 and appendix A, states 7 and 6): GETSTATUS, honouring bwPollTimeout, until dfuIDLE."""
         for _ in range(MAX_ZERO_TIMEOUT_POLLS):
             st = self.get_status()
             self._check(st, "manifestation")

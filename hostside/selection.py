@@ -5,7 +5,8 @@ pyusb and emulated ones alike:
 
 * a device is a DFU device when one of its interfaces has class 0xFE
   (application specific) and subclass 0x01 (DFU), in run-time mode
-  (protocol 1) or in DFU mode (protocol 2) (DFU 1.1 §4.1.2, §4.2.2) —
+  (protocol 1) or in DFU mode (protocol 2) (DFU 1.1 §4.1 and §4.2, the run-time and
+  DFU-mode descriptor sets) —
   not when it has a particular VID:PID;
 * ``-d VID:PID[,VID:PID]`` (hex, ``*`` or an empty half for "any") and
   ``-S SERIAL`` narrow the devices, ``--intf N`` the interfaces, and

@@ -198,7 +198,7 @@ def _writer(m: Machine, low: int, high: int) -> str | None:
 
 def _probe_dfuse(report: CheckReport, client: DfuClient, m: Machine, app_start: int, boot_end: int) -> None:
     """DfuSe: SET_ADDRESS into the bootloader region (after its own bytes, where flash is still
-    erased) and DNLOAD 16 bytes of 0x00; then UPLOAD the vector table at the flash base (UM0424 §4.3)."""
+    erased) and DNLOAD 16 bytes of 0x00; then UPLOAD the vector table at the flash base (UM0424 §5 / AN3156 §6)."""
     base = m.chip.flash_base
     probe = _erased_spot(m, max(base, boot_end), app_start)
     if probe is None:
@@ -218,7 +218,7 @@ def _probe_dfuse(report: CheckReport, client: DfuClient, m: Machine, app_start: 
                                {"probe_address": hex(probe), "bytes_written": PROBE_BYTES,
                                 "bootloader_region": [hex(base), hex(app_start)],
                                 "code": _writer(m, probe, probe + PROBE_BYTES)},
-                               "UM0424 §4.3: the memory layout marks the region the host may write; the "
+                               "UM0424 §4.3.2: the memory layout marks the region the host may write; the "
                                "bootloader's write routine must refuse addresses outside it"))
     try:
         client.ensure_idle()
@@ -228,7 +228,7 @@ def _probe_dfuse(report: CheckReport, client: DfuClient, m: Machine, app_start: 
     if head and head == m.read_flash(base, 8):
         report.add(Finding("bootloader-readable", "a host can read the bootloader out through DFU upload",
                            {"read_from": hex(base), "first_words": head.hex()},
-                           "UM0424 §4.3: UPLOAD reads through the address pointer; the bootloader's read "
+                           "AN3156 §6: UPLOAD reads through the address pointer; the bootloader's read "
                            "routine must refuse its own region"))
 
 
@@ -313,7 +313,7 @@ def _download_checks(report: CheckReport, order: str, o: FlashOutcome, chip: Chi
             {"erase_order": order, "first_difference": hex(o.verify["first_difference"]),
              "differing_bytes": o.verify["differing_bytes"], "compared": o.verify["compared"],
              "hosts": "dfu-util 0.9+" if order == "all-first" else "older dfu-util, pydfu and other DfuSe hosts"},
-            "UM0424 §4.3: DfuSe hosts erase all pages first (dfu-util 0.9+) or page by page as they write"))
+            "AN3156 §6 (ERASE); DfuSe hosts erase all pages first (dfu-util 0.9+) or page by page as they write"))
     check_ = o.flash_check
     if check_ is not None and not check_["ok"] and not order_broke:
         said = ("the upload read back matched: a silent false success" if o.verify_method == "upload"

@@ -14,6 +14,7 @@ from typing import Any
 import usb.core
 from unicorn import UC_HOOK_CODE
 
+from emulator.core.flashcheck import compare_flash, landing_address
 from emulator.core.machine import EmulatorError, StopReason
 from emulator.core.session import (
     BOOT1_PIN,
@@ -28,7 +29,6 @@ from emulator.core.session import (
 from emulator.core.symbols import SymbolTable
 from emulator.usb.host import UsbError
 from emulator.usb.target import EmulatedTarget, attach
-from firmware_models import flash_journal as fj
 from firmware_models.nvic import exception_name
 from hostside.dfu import DfuClient, DfuException, DfuVerifyError
 from hostside.dfuse_layout import LayoutError, MemoryLayout, RegionError, parse_layout
@@ -38,7 +38,6 @@ from hostside.transport import DFU_PROTOCOL_RUNTIME, DfuAltSetting
 
 DEFAULT_APP_ADDRESS = 0x0800_8000  # where a .bin goes when nothing else says (the ST fixtures' application)
 LEAVE_MODES = ("auto", "reset", "none")
-MAX_LISTED_DIFFERENCES = 8
 
 
 @dataclass
@@ -339,7 +338,7 @@ def _plain_session(client: DfuClient, target: EmulatedTarget, outcome: FlashOutc
         else:
             outcome.left = "none"
     else:
-        # dfuMANIFEST-WAIT-RESET (appendix A.2.9): a bitWillDetach device leaves the bus itself,
+        # dfuMANIFEST-WAIT-RESET (DFU 1.1 appendix A, state 8): a bitWillDetach device leaves the bus itself,
         # otherwise the host ends it with a USB reset.
         if f.will_detach:
             _wait_detached(target, f.detach_timeout_ms)
@@ -403,7 +402,8 @@ def record_results(outcome: FlashOutcome, uart_before: int) -> None:
             outcome.notes.append(f"the download landed at 0x{outcome.landed_at:08X} (where the bootloader "
                                  "wrote it, from the flash journal; --address checks a fixed place)")
     assert outcome.expected_image is not None
-    outcome.flash_check = compare_flash(flash, m.chip.flash_base, outcome.expected_image)
+    outcome.flash_check = compare_flash(flash, m.chip.flash_base,
+                                       [(g.address, g.data) for g in outcome.expected_image.segments])
     if outcome.landed_at is not None:
         outcome.flash_check["landed_at"] = outcome.landed_at
     _flash_verify(outcome)
@@ -415,45 +415,6 @@ def _flash_verify(outcome: FlashOutcome) -> None:
         outcome.verify = {"ok": c["ok"], "compared": c["compared"]}
         if not c["ok"]:
             outcome.verify.update(first_difference=c["first_difference"], differing_bytes=c["differing_bytes"])
-
-
-def landing_address(m: Any, since_ns: int, until_ns: int) -> int | None:
-    """The start of the lowest flash page the firmware erased or programmed in [since, until]."""
-    lowest = None
-    for e in m.flash.journal.entries:
-        if e.kind not in (fj.PROGRAM, fj.PAGE_ERASE) or e.address is None or not since_ns <= e.time_ns <= until_ns:
-            continue
-        if not m.chip.flash_base <= e.address < m.chip.flash_base + m.chip.flash_size:
-            continue
-        lowest = e.address if lowest is None else min(lowest, e.address)
-    if lowest is None:
-        return None
-    base = m.chip.flash_base
-    return base + (lowest - base) // m.chip.page_size * m.chip.page_size
-
-
-def compare_flash(flash: bytes, flash_base: int, image: FirmwareImage) -> dict[str, Any]:
-    """Every byte of ``image`` against the flash contents: counts, the first difference and the
-    first few differing addresses with what was sent and what the flash holds."""
-    differing, compared = 0, 0
-    first: int | None = None
-    listed: list[dict[str, Any]] = []
-    for seg in image.segments:
-        off = seg.address - flash_base
-        got = flash[max(0, off):max(0, off) + len(seg.data)] if off >= 0 else b""
-        for i, want in enumerate(seg.data):
-            have = got[i] if i < len(got) else None
-            compared += 1
-            if have != want:
-                differing += 1
-                if first is None:
-                    first = seg.address + i
-                if len(listed) < MAX_LISTED_DIFFERENCES:
-                    listed.append({"address": seg.address + i, "sent": want, "flash": have})
-    result: dict[str, Any] = {"ok": differing == 0, "compared": compared}
-    if differing:
-        result.update(first_difference=first, differing_bytes=differing, differences=listed)
-    return result
 
 
 def _watch_jump(outcome: FlashOutcome, first_bytes: bytes) -> None:
