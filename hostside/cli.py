@@ -322,6 +322,8 @@ def _do_download(args: argparse.Namespace, opts: DfuseOptions, client: DfuClient
     _check_suffix_ids(loaded, client)
     if not client.is_dfuse:
         payload = loaded.raw if loaded.image is None or loaded.kind in ("bin", "dfu-suffix") else loaded.image.to_bin()
+        if args.verify and not client.functional.can_upload:
+            raise CliError(EX_USAGE, "--verify needs upload, and this device cannot upload (bitCanUpload = 0)")
         if args.verify and not client.functional.manifestation_tolerant:
             raise CliError(EX_USAGE, "--verify on a plain DFU device needs a manifestation-tolerant device")
         report = client.download_plain(payload)
@@ -388,6 +390,9 @@ def _dfuse_image(loaded: LoadedFile, opts: DfuseOptions, client: DfuClient) -> F
 
 
 def _do_upload(args: argparse.Namespace, opts: DfuseOptions, client: DfuClient, out: TextIO) -> None:
+    if not client.functional.can_upload:
+        # DFU 1.1 §4.1.3: bitCanUpload = 0 says UPLOAD will stall; say why instead of "stalled".
+        raise CliError(EX_USAGE, "this device cannot upload (bitCanUpload = 0 in its DFU functional descriptor)")
     length = _size(args.upload_size) if args.upload_size else opts.length
     if client.is_dfuse:
         if opts.address is None:

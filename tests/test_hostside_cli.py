@@ -401,3 +401,17 @@ def test_intf_the_device_lacks_is_one_usage_line_naming_what_it_has(app_bin: Pat
 def test_bad_intf_value_is_a_usage_error() -> None:
     code, _, err = run(["--intf", "x", "-l"], DfuseDeviceDouble())
     assert code == 64 and "invalid interface number" in one_error_line(err)
+
+
+# -- bitCanUpload = 0 --------------------------------------------------------------------------------------------
+def test_upload_from_a_device_that_cannot_upload_says_why(tmp_path: Path) -> None:
+    dev = DfuseDeviceDouble(dfuse=False, attributes=0x09)  # download | will detach, no upload
+    code, _, err = run(["-U", str(tmp_path / "x.bin")], dev)
+    assert code == 64 and "bitCanUpload = 0" in one_error_line(err)
+    assert [r.request for r in dev.log if r.request == "UPLOAD"] == []
+
+
+def test_verify_on_a_device_that_cannot_upload_says_why(app_bin: Path) -> None:
+    dev = DfuseDeviceDouble(dfuse=False, attributes=0x09)
+    code, _, err = run(["--verify", "-D", str(app_bin)], dev)
+    assert code == 64 and "cannot upload (bitCanUpload = 0)" in one_error_line(err)
