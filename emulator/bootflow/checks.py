@@ -458,7 +458,7 @@ def _jump_checks(report: CheckReport, o: FlashOutcome, chip: Chip, expected_app_
         report.add(Finding("no-jump", "the bootloader never jumped into the application",
                            {"stop": None if o.stop is None else o.stop.kind, "error": o.error,
                             "left_dfu_mode": o.left, "pins_read_after_last_reset": _pins_read_after_last_reset(m),
-                            "bootloader_printed": o.uart_after_leave[-200:]},
+                            "bootloader_printed": o.uart_after_leave[-200:].replace("\r\n", " | ").strip(" |")},
                            "the bootloader's boot decision: give the levels and backup registers it reads "
                            "after the download with --boot1-after, --pin-after and --bkp-after, or let a "
                            "DFU timeout run out with --leave none and a longer --max-time"))
