@@ -231,3 +231,22 @@ def test_a_manifestation_tolerant_device_returns_to_idle_after_manifestation():
     result = client.manifest(2)
     assert not result.vanished
     assert client.idle_after_manifest().state == DfuState.dfuIDLE
+
+
+@pytest.mark.parametrize("args", [["--power-cut-sweep", "--leave", "none"], ["--transport", "fops", "--leave", "reset"],
+                                  ["--transport", "fops", "-d", "1209:0001"]])
+def test_options_that_do_not_apply_to_a_mode_are_refused_in_one_line(args, capsys):
+    assert main(["flash", DFU11, APP_BIN, "--chip", C8, *args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not apply" in err
+
+
+def test_a_transport_error_that_escapes_a_command_is_one_line_exit_one(monkeypatch, capsys):
+    from emulator.cli import check as check_cli
+
+    def broken(*args, **kwargs):
+        raise DfuTransportError("ABORT: pipe broke")
+    monkeypatch.setattr(check_cli, "check", broken)
+    assert main(["check", DFU11, APP_ELF, "--chip", C8]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "error: USB/DFU: DfuTransportError: ABORT: pipe broke"

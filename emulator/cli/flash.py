@@ -64,7 +64,8 @@ def cmd_flash(args: argparse.Namespace) -> int:
         from emulator.bootflow.fops import fops_flash_and_boot
         if common.pop("selector") is not None:
             raise EmulatorError("--transport fops bypasses USB: -d/-a/--intf/--serial do not apply")
-        common.pop("leave")
+        if common.pop("leave") != "auto":
+            raise EmulatorError("--transport fops ends with a system reset: --leave does not apply")
         outcome = fops_flash_and_boot(args.image, args.app, fops_address=args.fops, **common)
     else:
         outcome = flash_and_boot(args.image, args.app, **common)
@@ -91,7 +92,8 @@ def cmd_power_cut_sweep(args: argparse.Namespace) -> int:
         raise EmulatorError(str(e)) from None
     try:
         options = flow_options(args)
-        options.pop("leave")
+        if options.pop("leave") != "auto":
+            raise EmulatorError("the power-cut sweep leaves DFU mode as the device asks: --leave does not apply")
         rep = sweep(args.image, args.app, points=points, erase_order=getattr(args, "erase_order", "all-first"),
                     chip=getattr(args, "chip", None), run_ns=getattr(args, "max_time", DEFAULT_RUN_NS),
                     app_address=getattr(args, "address", None),
