@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from hostside import selection
 from hostside.dfu import (
     BusyTiming,
     DfuClient,
@@ -135,16 +136,20 @@ def parse_dfuse_options(text: str) -> DfuseOptions:
 
 def parse_device_ids(text: str) -> UsbFilter:
     """``-d VID:PID[,VID:PID]`` in hex; an empty or ``*`` part matches anything."""
-    ids: list[tuple[int | None, int | None]] = []
-    for part in text.split(","):
-        vid_s, sep, pid_s = part.partition(":")
-        try:
-            vid = None if vid_s in ("", "*") else int(vid_s, 16)
-            pid = None if pid_s in ("", "*") or not sep else int(pid_s, 16)
-        except ValueError:
-            raise CliError(EX_USAGE, f"invalid vendor:product id: {part}") from None
-        ids.append((vid, pid))
-    return UsbFilter(ids)
+    try:
+        return selection.parse_device_ids(text)
+    except ValueError as exc:
+        raise CliError(EX_USAGE, str(exc)) from None
+
+
+def _intf(text: str) -> int:
+    try:
+        value = parse_number(text)
+    except ValueError:
+        raise CliError(EX_USAGE, f"invalid interface number: {text}") from None
+    if not 0 <= value <= 255:
+        raise CliError(EX_USAGE, f"invalid interface number: {text}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -158,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-l", "--list", action="store_true", help="list DFU capable devices")
     p.add_argument("-d", "--device", metavar="VID:PID[,VID:PID]", help="vendor/product ids (hex)")
     p.add_argument("-S", "--serial", help="serial number of the device")
+    p.add_argument("-i", "--intf", type=_intf, metavar="N", help="DFU interface number (bInterfaceNumber)")
     p.add_argument("-a", "--alt", help="alternate setting: number or name")
     p.add_argument("-s", "--dfuse-address", metavar="ADDR[:MODS]",
                    help="DfuSe address and modifiers (leave, mass-erase, force, unprotect, LEN)")
@@ -284,15 +290,6 @@ def _open_emulated(boot_image: str, options: list[str]) -> tuple[Transport, Call
     return PyUsbTransport(target.device, wait_ms=target.wait_ms, now_ns=target.now_ns), target.close
 
 
-def _select_alt(text: str | None) -> int | str:
-    if text is None:
-        return 0
-    try:
-        return parse_number(text)
-    except ValueError:
-        return text
-
-
 # -- operations ---------------------------------------------------------------------------------------
 def _layout_for(client: DfuClient) -> MemoryLayout:
     try:
@@ -325,6 +322,8 @@ def _do_download(args: argparse.Namespace, opts: DfuseOptions, client: DfuClient
     _check_suffix_ids(loaded, client)
     if not client.is_dfuse:
         payload = loaded.raw if loaded.image is None or loaded.kind in ("bin", "dfu-suffix") else loaded.image.to_bin()
+        if args.verify and not client.functional.can_upload:
+            raise CliError(EX_USAGE, "--verify needs upload, and this device cannot upload (bitCanUpload = 0)")
         if args.verify and not client.functional.manifestation_tolerant:
             raise CliError(EX_USAGE, "--verify on a plain DFU device needs a manifestation-tolerant device")
         report = client.download_plain(payload)
@@ -391,6 +390,9 @@ def _dfuse_image(loaded: LoadedFile, opts: DfuseOptions, client: DfuClient) -> F
 
 
 def _do_upload(args: argparse.Namespace, opts: DfuseOptions, client: DfuClient, out: TextIO) -> None:
+    if not client.functional.can_upload:
+        # DFU 1.1 §4.1.3: bitCanUpload = 0 says UPLOAD will stall; say why instead of "stalled".
+        raise CliError(EX_USAGE, "this device cannot upload (bitCanUpload = 0 in its DFU functional descriptor)")
     length = _size(args.upload_size) if args.upload_size else opts.length
     if client.is_dfuse:
         if opts.address is None:
@@ -443,9 +445,9 @@ def _run(args: argparse.Namespace, extra: list[str], transports: TransportSource
                 found = list(find_pyusb_transports(flt))
             except NoUsbBackend as exc:
                 raise CliError(EX_UNAVAILABLE, str(exc)) from None
-        found = [t for t in found if flt.matches(t.device_info().vid, t.device_info().pid)]
-        if args.serial:
-            found = [t for t in found if t.device_info().serial == args.serial]
+        selector = selection.DfuSelector(ids=flt, serial=args.serial, interface=args.intf,
+                                         alt=None if args.alt is None else selection.parse_alt(args.alt))
+        found = [t for t in found if selector.matches_device(t.device_info())]
         if args.list:
             for line in _list_lines(found):
                 print(line, file=out)
@@ -454,15 +456,14 @@ def _run(args: argparse.Namespace, extra: list[str], transports: TransportSource
             raise CliError(EX_USAGE, "nothing to do: give -l, -D FILE, -U FILE, -e or -s ...:mass-erase")
         if not found:
             raise CliError(EX_IOERR, "No DFU capable USB device available")
-        if len(found) > 1:
-            raise CliError(EX_IOERR, "more than one DFU capable USB device found: use -d, -S or --list")
-        transport = found[0]
+        try:
+            transport = selection.select_transport(found, selector, first=False)
+            alt = selection.select_alt(transport.device_info(), selector)
+        except selection.SelectionError as exc:
+            raise CliError(EX_IOERR if "more than one" in str(exc) else EX_USAGE, str(exc)) from None
         view = ProgressView(err, enabled=not args.no_progress, verbose=args.verbose)
         transfer = _size(args.transfer_size) if args.transfer_size else None
-        try:
-            client = DfuClient(transport, _select_alt(args.alt), transfer_size=transfer, progress=view)
-        except DfuUnsupported as exc:
-            raise CliError(EX_USAGE, str(exc)) from None
+        client = DfuClient(transport, alt, transfer_size=transfer, progress=view)
         if args.detach:
             client.detach()
             if not client.functional.will_detach:

@@ -411,11 +411,22 @@ def render_lsusb(
     bus: int = 1,
     address: int = 1,
     device_status: int | None = None,
+    string_errors: Mapping[int, str] | None = None,
+    extra_lines: list[str] | None = None,
 ) -> str:
-    """The device the way ``lsusb -v`` (usbutils) prints it."""
+    """The device the way ``lsusb -v`` (usbutils) prints it.
+
+    A string whose request failed shows as ``<string request stalled>`` (lsusb
+    leaves it blank, which reads as an empty string); ``extra_lines`` (the BOS
+    block, :func:`hostside.bos.render_bos`) come after the configurations."""
+    errors = string_errors or {}
 
     def s(index: int | None) -> str:
-        return strings.get(index or 0, "") if index else ""
+        if not index:
+            return ""
+        if index in errors:
+            return f"<string request {errors[index]}>"
+        return strings.get(index, "")
 
     vendor = VENDORS.get(device.idVendor, "")
     product = PRODUCTS.get((device.idVendor, device.idProduct), "")
@@ -442,6 +453,7 @@ def render_lsusb(
     ]
     for config in configurations:
         lines += _render_config(config, s)
+    lines += extra_lines or []
     if device_status is not None:
         lines.append(f"Device Status:     0x{device_status:04x}")
         lines.append("  Self Powered" if device_status & 1 else "  (Bus Powered)")

@@ -267,8 +267,9 @@ class DfuClient:
     def __init__(
         self,
         transport: Transport,
-        alt: int | str = 0,
+        alt: int | str | DfuAltSetting = 0,
         *,
+        interface: int | None = None,
         transfer_size: int | None = None,
         max_transfer: int | None = LINUX_MAX_TRANSFER,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
@@ -276,10 +277,13 @@ class DfuClient:
     ) -> None:
         self.transport = transport
         self.info: DeviceInfo = transport.device_info()
-        try:
-            self.alt_setting: DfuAltSetting = self.info.find_alt(alt)
-        except LookupError as exc:
-            raise DfuUnsupported(f"device has no DFU alternate setting {alt!r}") from exc
+        if isinstance(alt, DfuAltSetting):
+            self.alt_setting: DfuAltSetting = alt
+        else:
+            try:
+                self.alt_setting = self.info.find_alt(alt, interface)
+            except LookupError as exc:
+                raise DfuUnsupported(f"device has no DFU alternate setting {alt!r}") from exc
         self.interface = self.alt_setting.interface
         self.functional = self.info.functional
         self.device_transfer_size = self.functional.transfer_size
@@ -691,14 +695,32 @@ class DfuClient:
             report.bytes_written += len(chunk)
             self._emit(ProgressEvent("download", report.bytes_written, len(data), None))
         if manifest:
-            try:
-                self.dnload(block, b"")
-            except DfuDeviceGone:
-                pass
-            else:
-                self._manifest("manifestation")
+            self.manifest(block)
         report.elapsed_ns = self.transport.now_ns() - t0
         return report
+
+    def manifest(self, block: int = 0) -> LeaveResult:
+        """DFU 1.1 §7: the zero-length DNLOAD that ends a plain download (block = the next block
+        number), then GETSTATUS into manifestation.  A device that is not manifestation tolerant
+        resets or waits for a USB reset after answering dfuMANIFEST; its vanishing is reported."""
+        try:
+            self.dnload(block, b"")
+        except DfuDeviceGone:
+            return LeaveResult(None, True)
+        return self._manifest("manifestation")
+
+    def idle_after_manifest(self) -> DfuStatusResponse:
+        """A manifestation-tolerant device goes dfuMANIFEST → dfuMANIFEST-SYNC → dfuIDLE
+        (DFU 1.1 §7 and appendix A, states 7 and 6): GETSTATUS, honouring bwPollTimeout, until dfuIDLE."""
+        for _ in range(MAX_ZERO_TIMEOUT_POLLS):
+            st = self.get_status()
+            self._check(st, "manifestation")
+            self.transport.wait_ms(st.poll_timeout_ms)
+            if st.state == DfuState.dfuIDLE:
+                return st
+            if st.state not in (DfuState.dfuMANIFEST, DfuState.dfuMANIFEST_SYNC):
+                raise DfuStateError(st.state, [DfuState.dfuIDLE], "after manifestation")
+        raise DfuTimeout("manifestation", "device never returns to dfuIDLE")
 
     def upload_plain(self, length: int | None = None) -> bytes:
         """DFU 1.1 §6.2: UPLOAD blocks 0, 1, 2, ... until a short block (or ``length`` bytes)."""

@@ -115,9 +115,11 @@ class DeviceInfo:
     manufacturer: str = ""
     product: str = ""
 
-    def find_alt(self, alt: int | str) -> DfuAltSetting:
-        """Alt setting by number or by exact name (dfu-util's ``-a``)."""
+    def find_alt(self, alt: int | str, interface: int | None = None) -> DfuAltSetting:
+        """Alt setting by number or by exact name (dfu-util's ``-a``), on ``interface`` if given."""
         for a in self.alt_settings:
+            if interface is not None and a.interface != interface:
+                continue
             if (isinstance(alt, int) and a.alt == alt) or (isinstance(alt, str) and a.name == alt):
                 return a
         raise LookupError(f"no alternate setting {alt!r}")

@@ -384,3 +384,34 @@ def test_plain_dfu_upload_reads_until_the_short_block(tmp_path: Path) -> None:
     f = tmp_path / "all.bin"
     code, _, _ = run(["-U", str(f)], dev)
     assert code == 0 and f.read_bytes() == bytes(dev.flash)
+
+
+# -- interface selection ---------------------------------------------------------------------------------------
+def test_intf_option_selects_the_dfu_interface(app_bin: Path) -> None:
+    dev = DfuseDeviceDouble()
+    code, _, _ = run(["--intf", "0", "-s", "0x08008000", "-D", str(app_bin)], dev)
+    assert code == 0 and dev.read_flash(APP, 4) == app_bin.read_bytes()[:4]
+
+
+def test_intf_the_device_lacks_is_one_usage_line_naming_what_it_has(app_bin: Path) -> None:
+    code, _, err = run(["-i", "3", "-s", "0x08008000", "-D", str(app_bin)], DfuseDeviceDouble())
+    assert code == 64 and "--intf 3" in one_error_line(err) and "intf 0 alt 0" in err
+
+
+def test_bad_intf_value_is_a_usage_error() -> None:
+    code, _, err = run(["--intf", "x", "-l"], DfuseDeviceDouble())
+    assert code == 64 and "invalid interface number" in one_error_line(err)
+
+
+# -- bitCanUpload = 0 --------------------------------------------------------------------------------------------
+def test_upload_from_a_device_that_cannot_upload_says_why(tmp_path: Path) -> None:
+    dev = DfuseDeviceDouble(dfuse=False, attributes=0x09)  # download | will detach, no upload
+    code, _, err = run(["-U", str(tmp_path / "x.bin")], dev)
+    assert code == 64 and "bitCanUpload = 0" in one_error_line(err)
+    assert [r.request for r in dev.log if r.request == "UPLOAD"] == []
+
+
+def test_verify_on_a_device_that_cannot_upload_says_why(app_bin: Path) -> None:
+    dev = DfuseDeviceDouble(dfuse=False, attributes=0x09)
+    code, _, err = run(["--verify", "-D", str(app_bin)], dev)
+    assert code == 64 and "cannot upload (bitCanUpload = 0)" in one_error_line(err)

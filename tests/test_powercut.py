@@ -222,3 +222,21 @@ def test_selection_is_sorted_unique_and_ends_after_the_last_operation(erases, pr
     assert pts[-1] == CutPoint(len(ops), BETWEEN, after_last=True)
     assert all(0 <= p.index < len(ops) for p in pts[:-1])
     assert pts == select_points(ops, page_size=2048, image_range=(0x0800_8000, 0x0800_8000 + 2 * programs))
+
+
+# -- a plain DFU 1.1 bootloader (boot_dfu11 on the STM32F103C8) ------------------------------------------
+DFU11 = str(IMAGES / "boot_dfu11.elf")
+APP_C8 = str(IMAGES / "app_c8_2000.bin")
+
+
+def test_plain_dfu_bootloader_that_holds_back_its_vectors_never_jumps_into_a_half_written_image():
+    report = sweep(DFU11, APP_C8, chip="STM32F103C8", points=[0, 400, 777])
+    assert report.clean and report.reference.jumped
+    assert {t.outcome for t in report.trials[:-1]} == {"dfu"} and report.trials[-1].outcome == "app_ok"
+
+
+def test_the_sweep_fails_loudly_when_the_reference_flash_is_not_the_image_sent():
+    report = sweep(DFU11, APP_C8, chip="STM32F103C8", points=[0], app_address=0x0800_4000)
+    assert not report.clean
+    assert any(p.startswith("reference download: the flash differs from the image sent") and "0x08004000" in p
+               for p in report.problems)

@@ -12,6 +12,13 @@ from emulator.bootflow.report import format_ns
 from emulator.bootflow.scenario import FlashOutcome
 from emulator.core.port import Event
 
+
+def _pin_name(e: Event) -> str:
+    pin = f"P{e.data['port'][-1]}{e.data['pin']}"
+    label = e.data.get("label")
+    return pin if not label or label == pin else f"{label} ({pin})"
+
+
 STEPS: dict[str, tuple[str, Callable[[Event], str]]] = {
     "reset": ("ARMv7-M B1.5.5, RM0008 §7.1", lambda e: f"{e.data['cause'].replace('_', '-')} reset"),
     "reset_vector": ("ARMv7-M B1.5.5", lambda e: f"the core loads MSP=0x{e.data['msp']:08X} and "
@@ -19,8 +26,7 @@ STEPS: dict[str, tuple[str, Callable[[Event], str]]] = {
     "swj_cfg": ("RM0008 §9.4.2", lambda e: f"AFIO_MAPR.SWJ_CFG: {e.data['meaning']}"),
     "clock_switch": ("RM0008 §7.2, §7.3.2", lambda e: f"SYSCLK switched from {e.data['previous']} to "
                                                         f"{e.data['source']}: {e.data['sysclk'] / 1e6:g} MHz"),
-    "gpio_read": ("RM0008 §9.2.3, §3.4", lambda e: f"reads {e.data.get('label') or 'a pin'} "
-                                                     f"(P{e.data['port'][-1]}{e.data['pin']}) = "
+    "gpio_read": ("RM0008 §9.2.3, §3.4", lambda e: f"reads {_pin_name(e)} = "
                                                      f"{'high' if e.data['level'] else 'low'}"),
     "usb_state": ("RM0008 §23.4.2, USB 2.0 §9.1", lambda e: "USB: " + {
         "attached": "the device connects (transceiver powered, D+ pulled up)",

@@ -13,11 +13,12 @@ BOOT1 high like the DFU class's leave.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from emulator.bootflow.scenario import FlashOutcome, _watch_jump, load_application
+from emulator.bootflow.scenario import FlashOutcome, Triggers, _watch_jump, load_application, record_results
 from emulator.core.machine import EmulatorError, Machine
-from emulator.core.session import BOOT1_PIN, BoardOptions, build_board
+from emulator.core.session import BkpSetting, BoardOptions, PinSetting, build_board
 from hostside.dfuse_layout import LayoutError, RegionError, parse_layout
 
 FOPS_SYMBOL = "USBD_DFU_fops_FS"
@@ -61,17 +62,21 @@ def _scratch(m: Machine, size: int) -> int:
 def fops_flash_and_boot(boot_image: str, app_file: str, *, fops_address: int | None = None,
                         app_address: int | None = None, erase_order: str = "all-first", verify: bool = True,
                         boot1_after: bool = True, chip: str | None = None, flash_file: str | None = None,
-                        flash_timing: str = "typical", run_ns: int = 2_000_000_000) -> FlashOutcome:
+                        flash_timing: str = "typical", run_ns: int = 2_000_000_000, boot1: bool = False,
+                        pins: Sequence[PinSetting] = (), bkp: Sequence[BkpSetting] = (),
+                        pins_after: Sequence[PinSetting] = (),
+                        bkp_after: Sequence[BkpSetting] = ()) -> FlashOutcome:
     image = load_application(app_file, app_address).image
     assert image is not None
-    board = build_board(BoardOptions(image=boot_image, chip=chip, boot1=False, flash_file=flash_file,
-                                     flash_timing=flash_timing))
+    board = build_board(BoardOptions(image=boot_image, chip=chip, boot1=boot1, flash_file=flash_file,
+                                     flash_timing=flash_timing, pins=pins, bkp=bkp))
     m = board.machine
     # Let the bootloader come up (clocks, its own init) and settle in its idle loop.
     m.run(max_ns=200_000_000)
     fops = find_fops(m, fops_address)
     outcome = FlashOutcome(board, image.segments[0].address, image.size, erase_order,
-                           image_bytes=bytes(image.segments[0].data), layout_string=fops.layout)
+                           image_bytes=bytes(image.segments[0].data), layout_string=fops.layout,
+                           protocol="fops", expected_image=image)
     buffer = _scratch(m, CHUNK)
     t0 = m.now_ns
     try:
@@ -123,11 +128,13 @@ def fops_flash_and_boot(boot_image: str, app_file: str, *, fops_address: int | N
         return outcome
     outcome.download_emulated_ns = m.now_ns - t0
     # Leave as ST's DFU class does: a system reset, with BOOT1 where the user put it.
-    m.drive_pin(*BOOT1_PIN, boot1_after)
+    Triggers(boot1_after, pins_after, bkp_after).apply(board)
+    outcome.left = "reset"
+    outcome.leave_uart = len(m.uart_output.get(1, b""))
     m.system_reset("software")
     _watch_jump(outcome, outcome.image_bytes)
     uart_before = len(m.uart_output.get(1, b""))
     outcome.stop = m.run(max_ns=run_ns)
-    outcome.app_uart = bytes(m.uart_output.get(1, b""))[uart_before:].decode("latin-1")
+    record_results(outcome, uart_before)
     board.save()
     return outcome

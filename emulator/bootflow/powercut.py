@@ -45,17 +45,26 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import usb.core
 from unicorn import UC_HOOK_CODE
 
-from emulator.bootflow.scenario import load_application
+from emulator.bootflow.scenario import (
+    FlashOutcome,
+    Triggers,
+    read_application,
+    record_results,
+    run_session,
+)
 from emulator.core.machine import Machine
-from emulator.core.session import BOOT1_PIN, Board, BoardOptions, build_board
+from emulator.core.session import BOOT1_PIN, BkpSetting, Board, BoardOptions, PinSetting, build_board
+from emulator.usb.host import UsbError
 from emulator.usb.target import attach
 from firmware_models import flash_journal as fj
 from firmware_models.flash import FlashOperation
-from hostside.dfu import DfuClient, DfuException
-from hostside.dfuse_layout import LayoutError, parse_layout
-from hostside.transport import PyUsbTransport
+from hostside.dfu import DfuException
+from hostside.dfuse_layout import LayoutError, RegionError
+from hostside.files import LoadedFile
+from hostside.selection import DfuSelector
 
 BETWEEN, MID = "between", "mid"
 MODES = (BETWEEN, MID)
@@ -314,14 +323,21 @@ def classify(obs: BootObservation, expected_uart: str | None, expected_stop: str
 
 
 def observe_boot(machine: Machine, app_region: tuple[int, int], boot_region: tuple[int, int],
-                 run_ns: int) -> BootObservation:
-    """Power the board on with BOOT1 high and run it, watching for the jump out of
-    the bootloader: the first instruction executed in ``app_region``, or a fault
-    whose PC lies outside ``boot_region`` (a jump to an erased reset vector faults
-    before any instruction runs)."""
+                 run_ns: int, after: Triggers | None = None) -> BootObservation:
+    """Power the board on with the after-download triggers (default: BOOT1 high) and run it,
+    watching for the jump out of the bootloader: the first instruction executed in ``app_region``,
+    or a fault whose PC lies outside ``boot_region`` (a jump to an erased reset vector faults
+    before any instruction runs).  Backup registers named in ``after`` are set after power-on,
+    as a battery on VBAT would have kept them (RM0008 §6.1)."""
     m = machine
-    m.drive_pin(*BOOT1_PIN, True)
+    after = after or Triggers(boot1=True)
+    if after.boot1 is not None:
+        m.drive_pin(*BOOT1_PIN, after.boot1)
+    for port, pin, level in after.pins:
+        m.drive_pin(port, pin, level)
     m.power_on()
+    for n, value in after.bkp:
+        m.bkp[f"DR{n}"] = value & 0xFFFF
     faults_before = len(m.faults)
     uart_before = len(m.uart_output.get(1, b""))
     jump: dict[str, int] = {}
@@ -362,42 +378,51 @@ def observe_boot(machine: Machine, app_region: tuple[int, int], boot_region: tup
 class _Plan:
     boot_image: str
     app_file: str
-    image: Any  # hostside image with .segments
+    loaded: LoadedFile
     chip: str | None
     erase_order: str
     flash_timing: str
+    address_given: bool = False
+    selector: DfuSelector | None = None
+    before: Triggers = field(default_factory=Triggers)
+    after: Triggers = field(default_factory=lambda: Triggers(boot1=True))
+    app_start: int | None = None  # known from the file or --address, else from the reference download
+    app_size: int = 0
 
     @property
     def app_range(self) -> tuple[int, int]:
-        start = self.image.segments[0].address
-        return start, start + self.image.size
+        assert self.app_start is not None
+        return self.app_start, self.app_start + self.app_size
 
 
 def _load_plan(boot_image: str, app_file: str, app_address: int | None, chip: str | None,
                erase_order: str, flash_timing: str) -> _Plan:
-    image = load_application(app_file, app_address).image
-    assert image is not None
-    return _Plan(boot_image, app_file, image, chip, erase_order, flash_timing)
+    loaded = read_application(app_file, app_address)
+    plan = _Plan(boot_image, app_file, loaded, chip, erase_order, flash_timing, address_given=app_address is not None)
+    if loaded.image is not None:
+        plan.app_start, plan.app_size = loaded.image.start, loaded.image.size
+    else:
+        plan.app_size = len(loaded.raw)
+    return plan
 
 
 def _new_board(plan: _Plan) -> Board:
-    return build_board(BoardOptions(image=plan.boot_image, chip=plan.chip, boot1=False,
+    b = plan.before
+    return build_board(BoardOptions(image=plan.boot_image, chip=plan.chip,
+                                    boot1=False if b.boot1 is None else b.boot1, pins=b.pins, bkp=b.bkp,
                                     flash_timing=plan.flash_timing))
 
 
-def _download(board: Board, plan: _Plan) -> str | None:
-    """The same session as ``flash_and_boot``: download, then BOOT1 high and leave.
-    Returns an error text, or None.  A power cut raises :class:`_PowerCut`."""
+def _download(board: Board, plan: _Plan, outcome: FlashOutcome | None = None) -> str | None:
+    """The same session as ``flash_and_boot`` (DfuSe or plain DFU, by the device's conventions):
+    download, the after-download triggers, leave.  Returns an error text, or None.  A power cut
+    raises :class:`_PowerCut`."""
     target = attach(board)
-    transport = PyUsbTransport(target.device, wait_ms=target.wait_ms, now_ns=target.now_ns)
+    outcome = outcome or FlashOutcome(board, plan.app_start or 0, plan.app_size, plan.erase_order)
     try:
-        client = DfuClient(transport, 0)
-        client.start()
-        layout = parse_layout(client.alt_setting.name)
-        client.download_dfuse(plan.image, layout, erase_order=plan.erase_order)
-        board.machine.drive_pin(*BOOT1_PIN, True)
-        client.leave(plan.image.segments[0].address)
-    except (DfuException, LayoutError) as e:
+        run_session(target, outcome, plan.loaded, selector=plan.selector, erase_order=plan.erase_order,
+                    verify=False, after=plan.after, leave="auto", address_given=plan.address_given, watch=False)
+    except (DfuException, LayoutError, RegionError, UsbError, usb.core.USBError) as e:
         return f"{type(e).__name__}: {e}"
     return None
 
@@ -446,6 +471,7 @@ class SweepReport:
     expected_uart: str | None
     trials: list[Trial] = field(default_factory=list)
     wall_s: float = 0.0
+    flash_problem: str | None = None  # the reference download left other bytes than were sent
 
     def counts(self) -> dict[str, int]:
         c = dict.fromkeys(OUTCOMES, 0)
@@ -467,6 +493,8 @@ class SweepReport:
         out = []
         if self.reference_error:
             out.append(f"reference download failed: {self.reference_error}")
+        if self.flash_problem:
+            out.append(self.flash_problem)
         if self.expected_uart is None:
             out.append("the application did not run cleanly after the complete reference download")
         out += [f"{t.point.label}: replay diverged from the reference (flash differs)"
@@ -493,28 +521,43 @@ class SweepReport:
 def sweep(boot_image: str, app_file: str, *, points: PointSpec = "default",
           erase_order: str = "all-first", chip: str | None = None, run_ns: int = DEFAULT_RUN_NS,
           app_address: int | None = None, flash_timing: str = "typical", dedupe: bool = True,
-          progress: Callable[[Trial], None] | None = None) -> SweepReport:
+          progress: Callable[[Trial], None] | None = None, selector: DfuSelector | None = None,
+          boot1: bool = False, boot1_after: bool = True, pins: Sequence[PinSetting] = (),
+          bkp: Sequence[BkpSetting] = (), pins_after: Sequence[PinSetting] = (),
+          bkp_after: Sequence[BkpSetting] = ()) -> SweepReport:
     """Download ``app_file`` through ``boot_image``'s DFU and cut the power at the
     selected flash operations; see the module docstring.  ``dedupe=False`` replays
-    every cut even when its flash would equal an earlier one's."""
+    every cut even when its flash would equal an earlier one's.  The triggers are those of
+    :func:`emulator.bootflow.scenario.flash_and_boot`; every reboot after a cut uses the
+    after-download ones."""
     t_start = time.perf_counter()
     plan = _load_plan(boot_image, app_file, app_address, chip, erase_order, flash_timing)
-    app_range = plan.app_range
+    plan.selector = selector
+    plan.before = Triggers(boot1, pins, bkp)
+    plan.after = Triggers(boot1_after, pins_after, bkp_after)
 
     # Reference: the whole download, the bootloader's own reset, the application.
     board = _new_board(plan)
     m = board.machine
     initial = bytes(m.flash.storage)
     tap = _Tap(m)
-    error = _download(board, plan)
+    outcome = FlashOutcome(board, plan.app_start or 0, plan.app_size, erase_order,
+                           image_bytes=bytes(plan.loaded.image.segments[0].data) if plan.loaded.image
+                           else plan.loaded.raw)
+    error = _download(board, plan, outcome)
     tap.detach()
     ops = tap.ops
+    flash_problem = _reference_flash_problem(outcome)
+    if plan.app_start is None:  # a .bin on a plain DFU bootloader: where it landed
+        plan.app_start = outcome.landed_at if outcome.landed_at is not None else outcome.app_address
+    app_range = plan.app_range
     flash_end = m.chip.flash_base + m.chip.flash_size
     region = (app_range[0], flash_end)
     boot_region = (m.chip.flash_base, app_range[0])
-    ref = _observe_after_leave(m, region, boot_region, run_ns)
+    ref = _observe_after_leave(m, region, boot_region, run_ns, plan.after)
     expected_uart = ref.uart_after_jump if ref.jumped and ref.stop_clean and not ref.faults and not error else None
-    report = SweepReport(boot_image, app_file, erase_order, ops, ref, error, expected_uart)
+    report = SweepReport(boot_image, app_file, erase_order, ops, ref, error, expected_uart,
+                         flash_problem=flash_problem)
 
     page = m.flash.page_size
     chosen = select_points(ops, points, page_size=page, image_range=app_range)
@@ -541,11 +584,27 @@ def sweep(boot_image: str, app_file: str, *, points: PointSpec = "default",
 
 
 def _observe_after_leave(m: Machine, app_region: tuple[int, int], boot_region: tuple[int, int],
-                         run_ns: int) -> BootObservation:
+                         run_ns: int, after: Triggers | None = None) -> BootObservation:
     """The reference boot: after leave the bootloader resets the chip itself; power
     it off and on so the reference boots exactly like the trials do."""
     m.power_cut()
-    return observe_boot(m, app_region, boot_region, run_ns)
+    return observe_boot(m, app_region, boot_region, run_ns, after)
+
+
+def _reference_flash_problem(outcome: FlashOutcome) -> str | None:
+    """The flash model after the complete reference download against the image sent (whatever
+    the DFU exchange said): None when it holds every byte."""
+    if not outcome.download_ok:
+        return None
+    record_results(outcome, 0)
+    c = outcome.flash_check
+    if c is None or c["ok"]:
+        return None
+    if c.get("problem"):
+        return f"reference download: {c['problem']}"
+    where = ", ".join(f"0x{d['address']:08X}" for d in c["differences"])
+    return (f"reference download: the flash differs from the image sent in {c['differing_bytes']} of "
+            f"{c['compared']} bytes, first at 0x{c['first_difference']:08X} ({where})")
 
 
 def _state_keys(ops: Sequence[FlashOp]) -> Callable[[CutPoint], Any]:
@@ -598,7 +657,7 @@ def _run_trial(plan: _Plan, point: CutPoint, op: FlashOp | None, region: tuple[i
     if point.mode == BETWEEN and tap.cut_done:
         prediction_ok = bytes(m.flash.storage) == _predicted_flash(initial, ops, point.index)
     digest = _flash_digest(m)
-    obs = observe_boot(m, region, boot_region, run_ns)
+    obs = observe_boot(m, region, boot_region, run_ns, plan.after)
     outcome = classify(obs, expected_uart)
     return Trial(point, outcome, op if op is not None else tap.cut_op, obs, tap.cut_time_ns, changed, digest,
                  prediction_ok, download_error=error if not tap.cut_done else None)

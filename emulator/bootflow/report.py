@@ -130,8 +130,14 @@ def render_flash(data: dict[str, Any], console: Console | None = None) -> None:
     """The outcome of ``python -m emulator flash``."""
     console = console or _stderr_console()
     t = _table()
-    t.add_row("download", f"{data['app_size']} bytes at 0x{data['app_address']:08X}, erase order "
-                          f"{data['erase_order']}: " + ("ok" if data["download_ok"] else "[bold red]failed[/]")
+    iface = data.get("dfu_interface")
+    if iface is not None:
+        kind = {"dfuse": "DfuSe", "dfu": "plain DFU 1.1"}.get(data.get("protocol") or "", "DFU")
+        t.add_row("device", escape(f"{kind}, interface {iface['interface']} alt {iface['alt']} "
+                                   f"\"{iface['name']}\""))
+    how = f"erase order {data['erase_order']}" if data.get("protocol") != "dfu" else "blocks from 0"
+    t.add_row("download", f"{data['app_size']} bytes at 0x{data['app_address']:08X}, {how}: "
+              + ("ok" if data["download_ok"] else "[bold red]failed[/]")
               + f" ({data['download_emulated_ms']:.1f} ms emulated)")
     if data["erase_busy_ms"]:
         busy = data["erase_busy_ms"]
@@ -141,9 +147,17 @@ def render_flash(data: dict[str, Any], console: Console | None = None) -> None:
         t.add_row("error", f"[bold red]{escape(data['error'])}[/]")
     v = data["verify"]
     if v is not None:
-        t.add_row("verify", "ok" if v["ok"] else
+        by = " (from the flash contents)" if data.get("verify_method") == "flash" else " (by upload)"
+        t.add_row("verify", ("ok" + by) if v["ok"] else
                   f"[bold red]{v['differing_bytes']} of {v['compared']} bytes differ[/], first at "
-                  f"0x{v['first_difference']:08X}")
+                  f"0x{v['first_difference']:08X}{by}")
+    c = data.get("flash_check")
+    if c is not None:
+        t.add_row("flash", flash_check_text(c))
+    for note in data.get("notes") or []:
+        t.add_row("note", escape(note))
+    if data.get("left"):
+        t.add_row("left DFU", escape(LEFT_TEXT.get(data["left"], data["left"])))
     j = data["jump"]
     t.add_row("jump", "[bold red]never reached the application's reset handler[/]" if j is None else
               escape(f"to 0x{j['address']:08X} ({j['symbol']}) with MSP 0x{j['msp']:08X} "
@@ -154,16 +168,58 @@ def render_flash(data: dict[str, Any], console: Console | None = None) -> None:
     console.print(t)
 
 
+LEFT_TEXT = {
+    "leave-request": "DfuSe leave request (the bootloader resets or jumps)",
+    "vanished": "the device reset itself after manifestation",
+    "detached": "the device left the bus after manifestation (bitWillDetach)",
+    "reset": "USB reset by the host",
+    "none": "nothing sent: the board ran on by itself",
+}
+
+
+def flash_check_text(c: dict[str, Any]) -> str:
+    """The flash model against the image sent, loudly when they differ."""
+    if c["ok"]:
+        return f"holds the {c['compared']} bytes sent" + (
+            f" (landed at 0x{c['landed_at']:08X})" if c.get("landed_at") is not None else "")
+    if c.get("problem"):
+        return f"[bold red]{escape(c['problem'])}[/]"
+    diffs = ", ".join(f"0x{d['address']:08X} sent {d['sent']:02X} holds "
+                      + ("nothing" if d["flash"] is None else f"{d['flash']:02X}") for d in c["differences"])
+    return (f"[bold red]differs from the image sent: {c['differing_bytes']} of {c['compared']} bytes, "
+            f"first at 0x{c['first_difference']:08X}[/] ({diffs}"
+            + (", …" if c["differing_bytes"] > len(c["differences"]) else "") + ")")
+
+
 def render_check(data: dict[str, Any], console: Console | None = None) -> None:
     """``python -m emulator check``: one block per finding, evidence indented."""
     console = console or _stderr_console()
     t = _table()
+    dev = data.get("device")
+    if dev is not None:
+        kind = {"dfuse": "DfuSe", "dfu": "plain DFU 1.1"}.get(dev["protocol"], dev["protocol"])
+        f = dev["functional"] or {}
+        caps = ", ".join(k for k, on in (("download", f.get("can_download")), ("upload", f.get("can_upload")),
+                                         ("manifestation tolerant", f.get("manifestation_tolerant")),
+                                         ("will detach", f.get("will_detach"))) if on)
+        t.add_row("device", escape(f"{kind} {f.get('dfu_version', '')}, interface {dev['interface']} alt "
+                                   f"{dev['alt']} \"{dev['name']}\" ({caps}; wTransferSize "
+                                   f"{f.get('transfer_size')})"))
     for order, run in data["runs"].items():
         verify = run["verify"]
-        verdict = "verify ok" if verify and verify["ok"] else (
-            f"verify FAILED at {verify['first_difference']:#010x}" if verify else (run["error"] or "no verify"))
+        by = " from the flash" if run.get("verify_method") == "flash" else ""
+        verdict = f"verify{by} ok" if verify and verify["ok"] else (
+            f"verify{by} FAILED at {verify['first_difference']:#010x}" if verify else (run["error"] or "no verify"))
+        flash = run.get("flash_check")
+        if flash is not None and not flash["ok"]:
+            verdict += ", flash differs from the image"
+        jump = run.get("jump")
+        jumped = (f"jumped to 0x{jump['address']:08X} ({jump['symbol']}) at {format_ns(jump['time_ns'])}"
+                  if jump else f"jumped={run['jumped']}")
         t.add_row(f"run {order}", escape(f"download {'ok' if run['download_ok'] else 'failed'}, {verdict}, "
-                                         f"jumped={run['jumped']}, ended {run['stop']}"))
+                                         f"{jumped}, ended {run['stop']}"))
+    for note in data.get("notes") or []:
+        t.add_row("note", escape(note))
     console.print(t)
     if not data["findings"]:
         console.print("[green]no findings: the boot flow is sound[/]")

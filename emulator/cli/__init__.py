@@ -14,11 +14,15 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import usb.core
+
 from emulator.cli import check, flash, run, serve, usb_info
 from emulator.cli.common import EXIT_FAILED, EXIT_USAGE
 from emulator.core.arguments import OneLineParser, UsageError
 from emulator.core.machine import EmulatorError
 from emulator.core.port import StrictModeError
+from emulator.usb.host import UsbError
+from hostside.dfu import DfuException
 
 COMMANDS = (run, flash, check, serve, usb_info)
 
@@ -46,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmulatorError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except (DfuException, UsbError, usb.core.USBError) as e:
+        # A transport failure outside a flow that reports it (the flows catch their own): one line.
+        print(f"error: USB/DFU: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except StrictModeError as e:
         print(f"error: --strict: {e}", file=sys.stderr)
         return EXIT_FAILED

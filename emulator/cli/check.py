@@ -6,8 +6,15 @@ import argparse
 
 from emulator.bootflow import report
 from emulator.bootflow.checks import ERASE_ORDERS, check
-from emulator.cli.common import EXIT_CLEAN, EXIT_FAILED
-from emulator.core.arguments import parse_duration, parse_int
+from emulator.cli.common import (
+    EXIT_CLEAN,
+    EXIT_FAILED,
+    add_flow_arguments,
+    add_selection_arguments,
+    add_trigger_arguments,
+    flow_options,
+)
+from emulator.core.arguments import parse_duration
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,9 +22,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                       "what breaks the boot flow")
     ck.add_argument("image", help="the bootloader image")
     ck.add_argument("app", help="the application image")
-    ck.add_argument("--address", type=parse_int, default=None, help="load address of a .bin (default 0x08008000)")
     ck.add_argument("--chip", default=None)
-    ck.add_argument("--erase-order", choices=("both", "all-first", "interleaved"), default="both")
+    ck.add_argument("--erase-order", choices=("both", "all-first", "interleaved"), default="both",
+                    help="DfuSe host erase orders to run (a plain DFU download runs once)")
+    add_flow_arguments(ck)
+    add_selection_arguments(ck)
+    add_trigger_arguments(ck, after=True)
     ck.add_argument("--max-time", type=parse_duration, default=parse_duration("2s"),
                     help="emulated time the application may run after the jump (default 2s)")
     ck.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
@@ -27,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     orders = ERASE_ORDERS if args.erase_order == "both" else (args.erase_order,)
     result = check(args.image, args.app, erase_orders=orders, chip=args.chip, app_address=args.address,
-                   run_ns=args.max_time)
+                   run_ns=args.max_time, **flow_options(args))  # type: ignore[arg-type]
     if args.json:
         print(report.to_json(result.as_dict()))
     else:

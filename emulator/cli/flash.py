@@ -11,8 +11,15 @@ import sys
 from emulator.bootflow import report
 from emulator.bootflow.powercut import DEFAULT_RUN_NS, parse_points, render, sweep
 from emulator.bootflow.scenario import flash_and_boot, outcome_summary
-from emulator.cli.common import EXIT_CLEAN, EXIT_FAILED
-from emulator.core.arguments import parse_duration, parse_int, parse_level
+from emulator.cli.common import (
+    EXIT_CLEAN,
+    EXIT_FAILED,
+    add_flow_arguments,
+    add_selection_arguments,
+    add_trigger_arguments,
+    flow_options,
+)
+from emulator.core.arguments import parse_duration, parse_int
 from emulator.core.machine import EmulatorError
 
 
@@ -20,13 +27,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     fl = sub.add_parser("flash", help="flash an application through the bootloader's USB DFU and boot it")
     fl.add_argument("image", help="the bootloader image (.elf, .hex or .bin)")
     fl.add_argument("app", help="the application: .bin (at --address), .hex, .elf or .dfu")
-    fl.add_argument("--address", type=parse_int, default=None, help="load address of a .bin (default 0x08008000)")
     fl.add_argument("--chip", default=None)
     fl.add_argument("--erase-order", choices=("all-first", "interleaved"), default="all-first",
-                    help="all-first as dfu-util 0.9+, interleaved as older dfu-util and pydfu")
+                    help="DfuSe: all-first as dfu-util 0.9+, interleaved as older dfu-util and pydfu")
     fl.add_argument("--no-verify", action="store_true", help="skip reading the image back")
-    fl.add_argument("--boot1-after", type=parse_level, default=True,
-                    help="BOOT1 level when the bootloader resets the chip (default high: run the app)")
+    add_flow_arguments(fl)
+    add_selection_arguments(fl)
+    add_trigger_arguments(fl, after=True)
     fl.add_argument("--flash", dest="flash_file", metavar="FILE", help="board state file, loaded and saved")
     fl.add_argument("--flash-timing", choices=("typical", "worst"), default="typical")
     fl.add_argument("--max-time", type=parse_duration, default=parse_duration("2s"),
@@ -50,14 +57,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_flash(args: argparse.Namespace) -> int:
     if args.power_cut_sweep:
         return cmd_power_cut_sweep(args)
-    run = flash_and_boot
-    extra = {}
+    common = {"app_address": args.address, "erase_order": args.erase_order, "verify": not args.no_verify,
+              "chip": args.chip, "flash_file": args.flash_file, "flash_timing": args.flash_timing,
+              "run_ns": args.max_time, **flow_options(args)}
     if args.transport == "fops":
         from emulator.bootflow.fops import fops_flash_and_boot
-        run, extra = fops_flash_and_boot, {"fops_address": args.fops}
-    outcome = run(args.image, args.app, app_address=args.address, erase_order=args.erase_order,
-                  verify=not args.no_verify, boot1_after=args.boot1_after, chip=args.chip,
-                  flash_file=args.flash_file, flash_timing=args.flash_timing, run_ns=args.max_time, **extra)
+        if common.pop("selector") is not None:
+            raise EmulatorError("--transport fops bypasses USB: -d/-a/--intf/--serial do not apply")
+        if common.pop("leave") != "auto":
+            raise EmulatorError("--transport fops ends with a system reset: --leave does not apply")
+        outcome = fops_flash_and_boot(args.image, args.app, fops_address=args.fops, **common)
+    else:
+        outcome = flash_and_boot(args.image, args.app, **common)
     data = outcome_summary(outcome)
     if args.explain:
         from emulator.bootflow.explain import narrate
@@ -80,10 +91,13 @@ def cmd_power_cut_sweep(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise EmulatorError(str(e)) from None
     try:
+        options = flow_options(args)
+        if options.pop("leave") != "auto":
+            raise EmulatorError("the power-cut sweep leaves DFU mode as the device asks: --leave does not apply")
         rep = sweep(args.image, args.app, points=points, erase_order=getattr(args, "erase_order", "all-first"),
                     chip=getattr(args, "chip", None), run_ns=getattr(args, "max_time", DEFAULT_RUN_NS),
                     app_address=getattr(args, "address", None),
-                    flash_timing=getattr(args, "flash_timing", "typical"))
+                    flash_timing=getattr(args, "flash_timing", "typical"), **options)
     except ValueError as e:
         raise EmulatorError(str(e)) from None
     if getattr(args, "json", False):

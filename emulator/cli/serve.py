@@ -10,15 +10,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emulator.cli.common import add_board_arguments, board_options
-from emulator.core.arguments import parse_duration
+from emulator.cli.common import (
+    EXIT_FAILED,
+    add_board_arguments,
+    add_selection_arguments,
+    board_options,
+    selector_from,
+)
+from emulator.core.arguments import parse_duration, parse_int
 from emulator.core.machine import EmulatorError
-from emulator.usb.device_server import format_summary, serve_command
+from emulator.usb.device_server import format_flash_check, format_summary, serve_command
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="publish the emulated USB device to real host tools (umockdev or USB/IP)")
     add_board_arguments(p)
+    add_selection_arguments(p)
+    p.add_argument("--address", type=parse_int, default=None,
+                   help="plain DFU: where the bootloader should have written the download (checked against "
+                        "the flash; default: where it did write, from the flash journal)")
     p.add_argument("--poll-scale", type=float, default=1.0,
                    help="factor applied to bwPollTimeout in GETSTATUS answers the program sees "
                         "(the full value is always charged in emulated time; 0 = no wall-clock sleeps)")
@@ -61,10 +71,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return serve_usbip(board_options(args), host=args.host, port=args.port,
                            idle_timeout_s=args.idle_timeout / 1e9, timeout_ms=args.transfer_timeout / 1e6,
                            poll_scale=args.poll_scale,
-                           attach_timeout_ns=args.attach_timeout, pcap_path=args.usb_pcap)
+                           attach_timeout_ns=args.attach_timeout, pcap_path=args.usb_pcap,
+                           selector=selector_from(args), plain_address=args.address)
     result = serve_command(board_options(args), command, poll_scale=args.poll_scale,
                            timeout_ms=args.transfer_timeout / 1e6, attach_timeout_ns=args.attach_timeout,
-                           pcap_path=args.usb_pcap)
+                           pcap_path=args.usb_pcap, selector=selector_from(args), plain_address=args.address)
     result.board.save()
     print(format_summary(result), file=sys.stderr)
-    return result.exit_code
+    line = format_flash_check(result.flash_check)
+    if line is not None:
+        print(line, file=sys.stderr)
+    # The flash decides, whatever the program's exit code said (a silent false success fails here).
+    return result.exit_code if result.flash_ok else EXIT_FAILED

@@ -54,3 +54,30 @@ def parse_level(text: str) -> bool:
     if t in ("low", "0", "l"):
         return False
     raise argparse.ArgumentTypeError(f"pin level must be high or low, not {text!r}")
+
+
+def parse_pin_setting(text: str) -> tuple[str, int, bool]:
+    """'PA0=high', 'pb2=low' -> ('A', 0, True): an external level driven on a GPIO pin.
+
+    Ports A..E exist on every STM32F103 package the emulator models (RM0008 §9);
+    pins are 0..15.
+    """
+    m = re.fullmatch(r"\s*P([A-E])(\d{1,2})\s*=\s*(\w+)\s*", text, re.IGNORECASE)
+    if not m or int(m.group(2)) > 15:
+        raise argparse.ArgumentTypeError(f"not a pin setting: {text!r} (use e.g. PA0=high, PB2=low)")
+    return m.group(1).upper(), int(m.group(2)), parse_level(m.group(3))
+
+
+def parse_bkp_setting(text: str) -> tuple[int, int]:
+    """'DR1=0x4F42' -> (1, 0x4F42): a backup data register and the 16-bit value it holds (RM0008 §6.4.1)."""
+    m = re.fullmatch(r"\s*(?:BKP_)?DR(\d{1,2})\s*=\s*(\S+)\s*", text, re.IGNORECASE)
+    if not m or not 1 <= int(m.group(1)) <= 42:
+        raise argparse.ArgumentTypeError(f"not a backup-register setting: {text!r} (use e.g. DR1=0x4F42; "
+                                         "DR1..DR10 on medium-density parts, DR1..DR42 on high-density)")
+    try:
+        value = int(m.group(2).replace("_", ""), 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {m.group(2)!r} in {text!r}") from None
+    if not 0 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"backup registers hold 16 bits: {text!r}")
+    return int(m.group(1)), value

@@ -18,6 +18,9 @@ from firmware_models.flash import TIMINGS
 
 BOOT1_PIN = ("B", 2)  # BOOT1 is PB2 on every STM32F103 (RM0008 §3.4)
 
+PinSetting = tuple[str, int, bool]  # ("A", 0, True): PA0 driven high
+BkpSetting = tuple[int, int]  # (1, 0x4F42): BKP_DR1 holds 0x4F42
+
 
 @dataclass
 class BoardOptions:
@@ -30,6 +33,8 @@ class BoardOptions:
     strict: bool = False
     flash_file: str | None = None
     flash_timing: str = "typical"
+    pins: Sequence[PinSetting] = ()  # driven before power-on, after BOOT1 (so PB2 here wins)
+    bkp: Sequence[BkpSetting] = ()  # backup registers as a battery kept them, over the state file's
     uart_sinks: dict[int, Callable[[bytes], None]] = field(default_factory=dict)
 
 
@@ -85,12 +90,37 @@ def build_board(options: BoardOptions) -> Board:
             machine.load_flash(chunk, address - chip.flash_base)
     if options.boot1 is not None:
         machine.drive_pin(*BOOT1_PIN, options.boot1)
+    apply_pins(machine, options.pins)
     machine.power_on()
     if options.flash_file is not None:
         machine.bkp.restore(state.backup_registers)
+    apply_backup_registers(machine, options.bkp)
     board = Board(machine, layout, options)
     _start_like_a_debugger(board)
     return board
+
+
+def apply_pins(machine: Machine, pins: Sequence[PinSetting]) -> None:
+    """Drive each pin from outside the chip (a jumper, a button held down)."""
+    for port, pin, level in pins:
+        if port not in machine.gpio or not 0 <= pin <= 15:
+            raise EmulatorError(f"P{port}{pin}: no such pin on the {machine.chip.name}")
+        machine.drive_pin(port, pin, level)
+        # Record the firmware's first read of the pin after each reset (a gpio_read event), as for BOOT1.
+        machine.gpio[port].labels.setdefault(pin, f"P{port}{pin}")
+
+
+def apply_backup_registers(machine: Machine, values: Sequence[BkpSetting]) -> None:
+    """Set backup data registers as an application would have left them before a reset.
+
+    They live in the backup domain, which a system reset keeps (RM0008 §6.1), so a
+    value set here is what the bootloader reads at its next boot.
+    """
+    count = machine.bkp.data_registers
+    for n, value in values:
+        if not 1 <= n <= count:
+            raise EmulatorError(f"BKP_DR{n}: the {machine.chip.name} has DR1..DR{count}")
+        machine.bkp[f"DR{n}"] = value & 0xFFFF
 
 
 def _start_like_a_debugger(board: Board) -> None:

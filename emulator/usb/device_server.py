@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emulator.core.flashcheck import compare_flash, describe_differences, landing_address
 from emulator.core.machine import EmulatorError
 from emulator.core.session import Board, BoardOptions, build_board
 from emulator.usb.host import (
@@ -45,6 +46,7 @@ from emulator.usb.host import (
 )
 from emulator.usb.target import EmulatedTarget, attach
 from emulator.usb.umockdev_bridge import recv_frame, send_frame
+from hostside.selection import DfuSelector
 
 BRIDGE = Path(__file__).with_name("umockdev_bridge.py")
 DEFAULT_BRIDGE_PYTHON = "/usr/bin/python3"
@@ -52,7 +54,56 @@ APT_LINE = "apt-get install -y dfu-util umockdev gir1.2-umockdev-1.0 python3-gi"
 
 # USB 2.0 §9.4 standard requests the server keeps the host's books for.
 CLEAR_FEATURE, SET_CONFIGURATION, SET_INTERFACE = 1, 9, 11
-DFU_GETSTATUS = 3  # DFU 1.1 §6.1.2
+DFU_DNLOAD, DFU_GETSTATUS = 1, 3  # DFU 1.1 §6.1.1, §6.1.2
+DFUSE_VERSION = 0x011A
+DFUSE_SET_ADDRESS = 0x21  # DfuSe command byte in DNLOAD block 0 (UM0424 §5 / AN3156 §6)
+
+
+@dataclass
+class SentDownload:
+    """What a host program sent in DFU_DNLOAD requests, as the device received it.
+
+    This, not the program's own file parsing or exit code, is what the flash is
+    checked against after the session.  DfuSe (UM0424 §5 / AN3156 §6): block 0 carries
+    commands (0x21 sets the address pointer), data block n >= 2 belongs at
+    ``pointer + (n - 2) * wTransferSize``.  Plain DFU 1.1 (§6.1.1): blocks carry no
+    address; blocks 0, 1, 2... form one payload the bootloader places itself."""
+
+    dfuse: bool
+    transfer_size: int
+    pointer: int | None = None
+    by_address: dict[int, bytes] = field(default_factory=dict)  # DfuSe: address -> data block
+    blocks: dict[int, bytes] = field(default_factory=dict)  # plain DFU: block -> data, current payload
+    requests: int = 0
+
+    def record(self, block: int, data: bytes) -> None:
+        if not data:
+            return  # a zero-length DNLOAD: manifestation or DfuSe leave, no data
+        self.requests += 1
+        if self.dfuse:
+            if block == 0:
+                if data[0] == DFUSE_SET_ADDRESS and len(data) == 5:
+                    self.pointer = int.from_bytes(data[1:5], "little")
+                return  # ERASE, READ_UNPROTECT and the rest change no data the host sent
+            if block >= 2 and self.pointer is not None:
+                self.by_address[self.pointer + (block - 2) * self.transfer_size] = data
+            return
+        if block == 0:
+            self.blocks = {}  # a new download starts over
+        self.blocks[block] = data
+
+    @property
+    def empty(self) -> bool:
+        return not (self.by_address or self.blocks)
+
+    def payload(self) -> bytes:
+        """Plain DFU: the blocks in order (DFU 1.1 numbers them from 0)."""
+        return b"".join(self.blocks[n] for n in sorted(self.blocks))
+
+    def segments(self, plain_address: int | None) -> list[tuple[int, bytes]]:
+        if self.dfuse:
+            return sorted(self.by_address.items())
+        return [] if plain_address is None else [(plain_address, self.payload())]
 
 
 @dataclass
@@ -78,6 +129,8 @@ class DeviceServer:
     poll_scale: float = 1.0
     timeout_ms: float = 5000.0
     stats: ServeStats = field(default_factory=ServeStats)
+    sent: SentDownload | None = None  # the DNLOAD traffic, once a host sent any
+    started_ns: int = 0
 
     @property
     def host(self):  # noqa: ANN201 - emulator.usb.host.VirtualHost
@@ -133,7 +186,39 @@ class DeviceServer:
                                                                length if bm & 0x80 else bytes(data_out), timeout))
         if status == 0 and bm == 0xA1 and req == DFU_GETSTATUS and len(data) >= 6:
             data = self._charge_poll(data)
+        if status == 0 and bm == 0x21 and req == DFU_DNLOAD:
+            self._sent().record(value, bytes(data_out))
         return status, data
+
+    def _sent(self) -> SentDownload:
+        if self.sent is None:
+            info = self.host.device
+            functional = info.dfu_functional if info is not None else None
+            version = functional.bcdDFUVersion if functional is not None else None
+            size = functional.wTransferSize if functional is not None else 0
+            self.sent = SentDownload(version == DFUSE_VERSION, size or 0)
+        return self.sent
+
+    def flash_check(self, plain_address: int | None = None) -> dict | None:
+        """The flash model against every byte the host sent in DNLOAD requests (None if it sent none).
+
+        A plain DFU payload is checked at ``plain_address``, else where the bootloader wrote during
+        the session (the flash journal)."""
+        if self.sent is None or self.sent.empty:
+            return None
+        m = self.target.board.machine
+        landed = None
+        if not self.sent.dfuse:
+            landed = landing_address(m, self.started_ns, m.now_ns)
+            if plain_address is None and landed is None:
+                return {"ok": False, "compared": 0, "protocol": "dfu",
+                        "problem": "the bootloader wrote nothing to flash during the session"}
+        segments = self.sent.segments(plain_address if plain_address is not None else landed)
+        result = compare_flash(bytes(m.flash_storage), m.chip.flash_base, segments)
+        result["protocol"] = "dfuse" if self.sent.dfuse else "dfu"
+        if landed is not None:
+            result["landed_at"] = landed
+        return result
 
     def _charge_poll(self, status: bytes) -> bytes:
         poll = int.from_bytes(status[1:4], "little")
@@ -201,6 +286,15 @@ class ServeResult:
     server: DeviceServer
     wall_s: float
     session_start_ns: int  # emulated time when the program started (after boot and enumeration)
+    flash_check: dict | None = None  # the flash against the DNLOAD traffic (None: nothing was sent)
+
+    @property
+    def command_exit_code(self) -> int:
+        return self.exit_code
+
+    @property
+    def flash_ok(self) -> bool:
+        return self.flash_check is None or bool(self.flash_check["ok"])
 
     @property
     def session_ns(self) -> int:
@@ -208,11 +302,12 @@ class ServeResult:
 
 
 def boot_and_attach(options: BoardOptions, *, attach_timeout_ns: int = 2_000_000_000,
-                    pcap_path: str | None = None) -> EmulatedTarget:
-    """Build the board (BOOT1 low unless asked otherwise) and enumerate it like a hub driver."""
+                    pcap_path: str | None = None, selector: DfuSelector | None = None) -> EmulatedTarget:
+    """Build the board (BOOT1 low unless asked otherwise) and enumerate it like a hub driver; with
+    ``selector`` the device must be the DFU device it names."""
     board = build_board(options)
     try:
-        return attach(board, pcap_path=pcap_path, attach_timeout_ns=attach_timeout_ns)
+        return attach(board, pcap_path=pcap_path, attach_timeout_ns=attach_timeout_ns, selector=selector)
     except UsbError as e:
         raise EmulatorError(f"USB enumeration failed: {e}") from None
 
@@ -259,7 +354,8 @@ def bridge_python() -> str:
 
 def serve_command(options: BoardOptions, command: Sequence[str], *, poll_scale: float = 1.0,
                   timeout_ms: float = 5000.0, attach_timeout_ns: int = 2_000_000_000,
-                  pcap_path: str | None = None) -> ServeResult:
+                  pcap_path: str | None = None, selector: DfuSelector | None = None,
+                  plain_address: int | None = None) -> ServeResult:
     """Boot, enumerate, run ``command`` against the device through umockdev; returns when it exits."""
     if not command:
         raise EmulatorError("serve: no command given after --")
@@ -269,8 +365,8 @@ def serve_command(options: BoardOptions, command: Sequence[str], *, poll_scale: 
     if shutil.which(command[0]) is None:
         hint = f": {APT_LINE}" if Path(command[0]).name == "dfu-util" else ""
         raise EmulatorError(f"{command[0]} not found{hint}")
-    target = boot_and_attach(options, attach_timeout_ns=attach_timeout_ns, pcap_path=pcap_path)
-    server = DeviceServer(target, poll_scale=poll_scale, timeout_ms=timeout_ms)
+    target = boot_and_attach(options, attach_timeout_ns=attach_timeout_ns, pcap_path=pcap_path, selector=selector)
+    server = DeviceServer(target, poll_scale=poll_scale, timeout_ms=timeout_ms, started_ns=target.now_ns())
     ours, theirs = socket.socketpair()
     wall0 = time.perf_counter()
     start_ns = target.now_ns()
@@ -306,7 +402,20 @@ def serve_command(options: BoardOptions, command: Sequence[str], *, poll_scale: 
     target.close()
     if code is None:
         raise EmulatorError(f"the umockdev bridge ended without reporting the command's exit (code {bridge_code})")
-    return ServeResult(code, target.board, server, wall, start_ns)
+    return ServeResult(code, target.board, server, wall, start_ns, server.flash_check(plain_address))
+
+
+def format_flash_check(check: dict | None) -> str | None:
+    """One line on the flash against the DNLOAD traffic, or None when nothing was downloaded."""
+    if check is None:
+        return None
+    kind = "DfuSe" if check.get("protocol") == "dfuse" else "plain DFU"
+    where = f", landed at 0x{check['landed_at']:08X}" if check.get("landed_at") is not None else ""
+    if check["ok"]:
+        return f"serve: the flash holds the {check['compared']} bytes sent in DNLOAD requests ({kind}{where})"
+    if check.get("problem"):
+        return f"serve: FLASH CHECK FAILED: {check['problem']} ({kind})"
+    return f"serve: FLASH DIFFERS from the DNLOAD traffic ({kind}{where}): {describe_differences(check)}"
 
 
 def format_summary(result: ServeResult) -> str:

@@ -345,6 +345,7 @@ class UsbDeviceInfo:
     raw_configurations: list[bytes]
     langids: list[int] = field(default_factory=list)
     strings: dict[int, str] = field(default_factory=dict)
+    string_errors: dict[int, str] = field(default_factory=dict)  # index -> why it could not be read
     dfu_functional: DfuFunctionalDescriptor | None = None
     configuration_value: int = 0
 
@@ -953,6 +954,8 @@ class VirtualHost:
         try:
             raw = self.get_descriptor(info.address, DT_STRING, 0, 255, 0, timeout_ms)
         except UsbStall:
+            for index in wanted:
+                info.string_errors[index] = "stalled (no LANGID table)"
             return  # no string support: Linux carries on without strings
         info.langids = StringDescriptor.parse(raw[: raw[0]] if raw else b"\x02\x03").langids
         lang = info.langids[0] if info.langids else LANGID_EN_US
@@ -960,5 +963,6 @@ class VirtualHost:
             try:
                 info.strings[index] = self.get_string(info.address, index, lang, timeout_ms)
             except UsbStall:
+                info.string_errors[index] = "stalled"  # Linux keeps going without that string
                 continue
 

@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass, field
 
 from emulator.core.session import BoardOptions
-from emulator.usb.device_server import DeviceServer, boot_and_attach
+from emulator.usb.device_server import DeviceServer, boot_and_attach, format_flash_check
+from hostside.selection import DfuSelector
 
 USBIP_VERSION = 0x0111
 OP_REQ_DEVLIST, OP_REP_DEVLIST = 0x8005, 0x0005
@@ -202,11 +203,15 @@ class UsbipServer:
 
 def serve_usbip(options: BoardOptions, *, host: str = "127.0.0.1", port: int = 3240, idle_timeout_s: float = 60.0,
                 timeout_ms: float = 5000.0, poll_scale: float = 1.0, attach_timeout_ns: int = 2_000_000_000,
-                pcap_path: str | None = None) -> int:
-    """CLI body of ``serve --usbip``: export until the client is done, then print a summary."""
-    target = boot_and_attach(options, attach_timeout_ns=attach_timeout_ns, pcap_path=pcap_path)
-    server = UsbipServer(DeviceServer(target, poll_scale=poll_scale, timeout_ms=timeout_ms), host, port, idle_timeout_s)
-    print(f"serve: exporting 0483:df11 as bus id {BUSID} on {host}:{server.port} (USB/IP 0x{USBIP_VERSION:04x}); "
+                pcap_path: str | None = None, selector: DfuSelector | None = None,
+                plain_address: int | None = None) -> int:
+    """CLI body of ``serve --usbip``: export until the client is done, then print a summary and check
+    the flash against what the client sent in DNLOAD requests (exit 1 when they differ)."""
+    target = boot_and_attach(options, attach_timeout_ns=attach_timeout_ns, pcap_path=pcap_path, selector=selector)
+    device = DeviceServer(target, poll_scale=poll_scale, timeout_ms=timeout_ms, started_ns=target.now_ns())
+    server = UsbipServer(device, host, port, idle_timeout_s)
+    ids = f"{target.device.idVendor:04x}:{target.device.idProduct:04x}"
+    print(f"serve: exporting {ids} as bus id {BUSID} on {host}:{server.port} (USB/IP 0x{USBIP_VERSION:04x}); "
           f"attach with: usbip attach -r {host} -b {BUSID}", file=sys.stderr, flush=True)
     server.serve()
     target.close()
@@ -215,4 +220,8 @@ def serve_usbip(options: BoardOptions, *, host: str = "127.0.0.1", port: int = 3
     print(f"serve: USB/IP session over: {server.stats.imports} import(s), {server.stats.submits} URBs, "
           f"{server.stats.unlinks} unlinks; emulated {s['emulated_ms']:.3f} ms since power-on, "
           f"wall {server.stats.wall_s:.3f} s", file=sys.stderr)
-    return 0
+    check = device.flash_check(plain_address)
+    line = format_flash_check(check)
+    if line is not None:
+        print(line, file=sys.stderr)
+    return 0 if check is None or check["ok"] else 1
