@@ -211,8 +211,12 @@ class DeviceServer:
         if not self.sent.dfuse:
             landed = landing_address(m, self.started_ns, m.now_ns)
             if plain_address is None and landed is None:
-                return {"ok": False, "compared": 0, "protocol": "dfu",
-                        "problem": "the bootloader wrote nothing to flash during the session"}
+                # Nowhere to compare: a plain DFU host sends no address, and this device stored the
+                # payload somewhere other than the chip's flash (RAM, an external memory, a UART).
+                # Not a failure by itself; --address makes the chip's flash the required place.
+                return {"ok": None, "compared": 0, "protocol": "dfu",
+                        "problem": "the device wrote nothing to the chip's flash during the session; "
+                                   "give --address to require the payload there"}
         segments = self.sent.segments(plain_address if plain_address is not None else landed)
         result = compare_flash(bytes(m.flash_storage), m.chip.flash_base, segments)
         result["protocol"] = "dfuse" if self.sent.dfuse else "dfu"
@@ -294,7 +298,7 @@ class ServeResult:
 
     @property
     def flash_ok(self) -> bool:
-        return self.flash_check is None or bool(self.flash_check["ok"])
+        return flash_check_passed(self.flash_check)
 
     @property
     def session_ns(self) -> int:
@@ -405,6 +409,11 @@ def serve_command(options: BoardOptions, command: Sequence[str], *, poll_scale: 
     return ServeResult(code, target.board, server, wall, start_ns, server.flash_check(plain_address))
 
 
+def flash_check_passed(check: dict | None) -> bool:
+    """False only for a real difference: nothing sent, or nowhere to compare (``ok`` None), is not one."""
+    return check is None or check["ok"] is not False
+
+
 def format_flash_check(check: dict | None) -> str | None:
     """One line on the flash against the DNLOAD traffic, or None when nothing was downloaded."""
     if check is None:
@@ -413,6 +422,8 @@ def format_flash_check(check: dict | None) -> str | None:
     where = f", landed at 0x{check['landed_at']:08X}" if check.get("landed_at") is not None else ""
     if check["ok"]:
         return f"serve: the flash holds the {check['compared']} bytes sent in DNLOAD requests ({kind}{where})"
+    if check["ok"] is None:
+        return f"serve: flash not checked: {check['problem']} ({kind})"
     if check.get("problem"):
         return f"serve: FLASH CHECK FAILED: {check['problem']} ({kind})"
     return f"serve: FLASH DIFFERS from the DNLOAD traffic ({kind}{where}): {describe_differences(check)}"

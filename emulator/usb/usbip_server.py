@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from emulator.core.session import BoardOptions
-from emulator.usb.device_server import DeviceServer, boot_and_attach, format_flash_check
+from emulator.usb.device_server import DeviceServer, boot_and_attach, flash_check_passed, format_flash_check
 from hostside.selection import DfuSelector
 
 USBIP_VERSION = 0x0111
@@ -224,4 +224,4 @@ def serve_usbip(options: BoardOptions, *, host: str = "127.0.0.1", port: int = 3
     line = format_flash_check(check)
     if line is not None:
         print(line, file=sys.stderr)
-    return 0 if check is None or check["ok"] else 1
+    return 0 if flash_check_passed(check) else 1
