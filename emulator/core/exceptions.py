@@ -125,9 +125,12 @@ class ExceptionEngine:
         sp = uc.reg_read(A.UC_ARM_REG_PSP if use_psp else A.UC_ARM_REG_MSP)
         xpsr = uc.reg_read(A.UC_ARM_REG_XPSR)
         frame_sp = (sp - 32) & 0xFFFFFFFF
+        # PushStack (B1.5.7): the frame is 8-byte aligned only when CCR.STKALIGN is set,
+        # which a Cortex-M3 r1p1 does not do at reset; bit 9 of the stacked xPSR is
+        # the padding flag (frameptralign), 0 when no word was inserted.
         if self.scb.ccr("STKALIGN") and frame_sp & 4:
             frame_sp -= 4
-            xpsr |= 1 << 9  # stacked xPSR bit 9 records the alignment padding
+            xpsr |= 1 << 9
         else:
             xpsr &= ~(1 << 9)
         regs = [uc.reg_read(r) for r in (A.UC_ARM_REG_R0, A.UC_ARM_REG_R1, A.UC_ARM_REG_R2,
@@ -266,7 +269,8 @@ class ExceptionEngine:
             self.fault("UNSTKERR", 0xFFFFFFFF & exc_return)
             return
         r0, r1, r2, r3, r12, lr, pc, xpsr = struct.unpack("<8I", self.uc.mem_read(sp, 32))
-        new_sp = sp + 32 + (4 if xpsr & (1 << 9) and self.scb.ccr("STKALIGN") else 0)
+        # PopStack: SP = (SP + framesize) OR ((xPSR<9> AND CCR.STKALIGN) << 2)  (B1.5.8).
+        new_sp = (sp + 32) | (4 if xpsr & (1 << 9) and self.scb.ccr("STKALIGN") else 0)
         for reg, value in ((A.UC_ARM_REG_R0, r0), (A.UC_ARM_REG_R1, r1), (A.UC_ARM_REG_R2, r2),
                            (A.UC_ARM_REG_R3, r3), (A.UC_ARM_REG_R12, r12), (A.UC_ARM_REG_LR, lr)):
             uc.reg_write(reg, value)
