@@ -46,3 +46,12 @@ def decode_divide(first: int, second: int) -> tuple[bool, int, int, int]:
 def decode_msr(first: int, second: int) -> tuple[int, int]:
     """(Rn, SYSm) of an MSR encoding."""
     return first & 0xF, second & 0xFF
+
+
+def is_exclusive(first: int, second: int) -> bool:
+    """LDREX/STREX, LDREXB/H, STREXB/H (A5.3.5): the only accesses Unicorn itself
+    checks for alignment (it raises a data abort for them)."""
+    if first & 0xFFE0 == 0xE840:  # STREX / LDREX T1
+        return True
+    # LDREXB/LDREXH/STREXB/STREXH T1: 1110 1000 110L Rn | ... 010x ....
+    return first & 0xFFE0 == 0xE8C0 and second & 0x00E0 == 0x0040

@@ -77,6 +77,8 @@ THUMB_WFI = 0xBF30
 THUMB_WFE = 0xBF20
 SYSTEM_MEMORY_END = SYSTEM_MEMORY_BASE + SYSTEM_MEMORY_SIZE
 EXC_RETURNS = (0xFFFFFFF1, 0xFFFFFFF9, 0xFFFFFFFD)
+# QEMU exception numbers Unicorn passes to UC_HOOK_INTR (target/arm/cpu.h EXCP_*).
+_EXCP_PREFETCH_ABORT, _EXCP_DATA_ABORT, _EXCP_EXCEPTION_EXIT, _EXCP_NOCP = 3, 4, 8, 17
 CALL_RETURN = 0xF000_0000  # unmapped: a fetch here means a function called by call_function returned
 _CONTEXT_REGS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
     A.UC_ARM_REG_MSP, A.UC_ARM_REG_PSP, A.UC_ARM_REG_LR, A.UC_ARM_REG_PC, A.UC_ARM_REG_XPSR,
@@ -637,6 +639,10 @@ class Machine:
             # Execute-never regions of the default memory map give MemManage (B3.5.1).
             xn = 0x4000_0000 <= pc < 0x6000_0000 or pc >= 0xA000_0000
             self._fault("IACCVIOL" if xn else "IBUSERR", pc, None, pc)
+        elif errno == UC_ERR_INSN_INVALID and not self.uc.reg_read(A.UC_ARM_REG_XPSR) >> 24 & 1:
+            # Executing with EPSR.T=0 (BX/BLX/POP/LDR pc to an even address): QEMU reports
+            # it as an invalid instruction at the target.  INVSTATE UsageFault there (A2.3.1).
+            self._fault("INVSTATE", pc, None, pc)
         elif errno == UC_ERR_INSN_INVALID:
             half = self._halfword(pc)
             if half == THUMB_WFE:
@@ -784,9 +790,13 @@ class Machine:
             if intno == 2:  # SVC: PC is already past the instruction
                 self._sync()
                 self.exc.svc(pc)
-            elif intno in (3, 8) and pc | 1 in EXC_RETURNS and self.exc.ipsr() != 0:
-                # A branch to EXC_RETURN in handler mode (B1.5.8); QEMU reports it with
-                # bit 0 of the target cleared.
+            elif intno == _EXCP_EXCEPTION_EXIT and self.exc.ipsr() != 0:
+                # A branch to 0xFFxxxxxx in Handler mode: exception return (B1.5.8).  QEMU
+                # keeps bit 0 of the target in the T flag, not in the PC: put it back, so
+                # that a value such as 0xFFFFFFF8 is seen as the illegal EXC_RETURN it is.
+                self._sync()
+                self.exc.exception_return(pc | (uc.reg_read(A.UC_ARM_REG_XPSR) >> 24 & 1))
+            elif intno == _EXCP_PREFETCH_ABORT and pc | 1 in EXC_RETURNS and self.exc.ipsr() != 0:
                 self._sync()
                 self.exc.exception_return(pc | 1)
             elif intno == 3 and pc == CALL_RETURN:
@@ -797,6 +807,16 @@ class Machine:
                 # (0xFFFFFFFF) vector: MemManage IACCVIOL (B3.5.1).
                 self._sync()
                 self.exc.fault("IACCVIOL", pc)
+            elif intno == _EXCP_NOCP:
+                # A coprocessor instruction (MRC/MCR/CDP/LDC/STC, VFP in CP10/11): the
+                # Cortex-M3 has no coprocessor, NOCP UsageFault on the instruction (B3.2.15).
+                self._sync()
+                self.exc.fault("NOCP", pc)
+            elif intno == _EXCP_DATA_ABORT and insn_traps.is_exclusive(*self._words(pc)):
+                # Unicorn checks alignment only for LDREX/STREX (MO_ALIGN): an unaligned
+                # exclusive always faults, UNALIGNED UsageFault (ARMv7-M A3.2.1).
+                self._sync()
+                self.exc.fault("UNALIGNED", pc)
             elif intno == 7:  # BKPT: no debugger attached
                 self._stop = StopReason("breakpoint", f"BKPT at {self.symbol(pc)}", pc)
                 uc.emu_stop()
