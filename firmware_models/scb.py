@@ -70,7 +70,7 @@ class SCB(Peripheral):
         Register("SCR", 0x10, fields=fields(("SLEEPONEXIT", 1), ("SLEEPDEEP", 2), ("SEVONPEND", 4))),
         Register("CCR", 0x14, 0x0, fields=fields(  # r1p1: STKALIGN=0 at reset (module docstring)
             ("NONBASETHRDENA", 0), ("USERSETMPEND", 1), ("UNALIGN_TRP", 3), ("DIV_0_TRP", 4),
-            ("BFHFNMIGN", 8), ("STKALIGN", 9))),
+            ("BFHFNMIGN", 8), ("STKALIGN", 9)), on_write="_write_ccr"),
         Register("SHPR1", 0x18),  # bytes map onto controller priorities
         Register("SHPR2", 0x1C),  # bytes map onto controller priorities
         Register("SHPR3", 0x20),  # bytes map onto controller priorities
@@ -91,6 +91,9 @@ class SCB(Peripheral):
     def __init__(self, port: Port, controller: ExceptionController, ipsr: Callable[[], int]) -> None:
         self.controller = controller
         self.ipsr = ipsr
+        # Called after every CCR write: the core changes how it traps (UNALIGN_TRP) from
+        # the next instruction on.
+        self.ccr_listeners: list[Callable[[], None]] = []
         super().__init__(port)
 
     def reset(self) -> None:
@@ -150,6 +153,10 @@ class SCB(Peripheral):
             cause = "software" if raw & 1 << 2 else "vectreset"
             self.port.event("reset_request", source="AIRCR", cause=cause)
             self.port.request_reset(cause)
+
+    def _write_ccr(self, old: int, new: int, raw: int) -> None:
+        for listener in self.ccr_listeners:
+            listener()
 
     # -- SHPR1-3 (B3.2.10-12): one byte per system handler, 4 to 15 --------------------
     def read(self, offset: int, size: int) -> int:

@@ -246,3 +246,140 @@ def test_coprocessor_instruction_stacks_its_own_address_as_pc():
 def test_coprocessor_instruction_escalates_to_hardfault_with_forced_while_usagefault_is_disabled():
     m = run(b"".join(MRC_P15) + B_SELF)
     assert (probe(m)["ipsr"], forced(m)) == (HARDFAULT, True)
+
+
+# -- UNALIGNED (A3.2.1, B3.2.8 CCR.UNALIGN_TRP) -----------------------------------------------------------
+
+DATA = 0x2000_0200
+CCR = 0xE000_ED14
+UNALIGN_TRP = 1 << 3
+STR_R1_R0_4 = h(0x6041)[0]  # str r1, [r0, #4]
+STR_R3_R2 = h(0x6013)[0]  # str r3, [r2]
+LDR, LDRH, STR, STRH, LDRB = h(0x6801), h(0x8801), h(0x6001), h(0x8001), h(0x7801)  # rt=r1, [r0]
+LDM = h(0xE890, 0x0006)  # ldm.w r0, {r1, r2}
+STM = h(0xC006)  # stm r0!, {r1, r2}
+LDRD = h(0xE9D0, 0x1200)  # ldrd r1, r2, [r0]
+STRD = h(0xE9C0, 0x1200)  # strd r1, r2, [r0]
+LDREX = h(0xE850, 0x1F00)  # ldrex r1, [r0]
+SENTINEL_R1, SENTINEL_R2 = 0xAAAA_AAAA, 0xBBBB_BBBB
+
+
+def access(insn: list[bytes], *, trap: bool = False, address: int = DATA + 1,
+           then: list[bytes] | None = None) -> Machine:
+    """DATA = 11223344 55667788; CCR.UNALIGN_TRP = trap; r0 = address, r1/r2 = sentinels; insn."""
+    ccr = [("ldr", 2, 3), ("ldr", 3, 4), STR_R3_R2] if trap else []
+    code = with_pool([("ldr", 0, 0), ("ldr", 1, 1), STR_R1_R0, ("ldr", 1, 2), STR_R1_R0_4, *ccr,
+                      ("ldr", 0, 5), ("ldr", 1, 6), ("ldr", 2, 7), *insn, *(then or []), B_SELF],
+                     [DATA, 0x1122_3344, 0x5566_7788, CCR, UNALIGN_TRP, address, SENTINEL_R1, SENTINEL_R2])
+    return run(code)
+
+
+def insn_address(trap: bool) -> int:
+    return CODE + 2 * (8 + (3 if trap else 0))
+
+
+def stacked_r1(m: Machine) -> int:
+    return m.read_word(probe(m)["sp"] + 4)
+
+
+@pytest.mark.parametrize(("insn", "r1"), [(LDR, 0x8811_2233), (LDRH, 0x2233)], ids=["ldr", "ldrh"])
+def test_unaligned_load_is_performed_while_unalign_trp_is_clear(insn, r1):
+    m = access(insn)
+    assert (m.reg("r1"), m.scb["CFSR"]) == (r1, 0)
+
+
+@pytest.mark.parametrize(("insn", "data"), [(STR, "44aaaaaaaa776655"), (STRH, "44aaaa1188776655")],
+                         ids=["str", "strh"])
+def test_unaligned_store_is_performed_while_unalign_trp_is_clear(insn, data):
+    m = access(insn)
+    assert (bytes(m.uc.mem_read(DATA, 8)).hex(), m.scb["CFSR"]) == (data, 0)
+
+
+@pytest.mark.parametrize("insn", [LDR, LDRH, STR, STRH], ids=["ldr", "ldrh", "str", "strh"])
+def test_unaligned_single_access_faults_unaligned_when_unalign_trp_is_set(insn):
+    m = access(insn, trap=True)
+    assert cfsr(m, "UNALIGNED")
+
+
+def test_unaligned_access_trap_stacks_the_pc_of_the_access():
+    m = access(LDR, trap=True)
+    assert probe(m)["pc"] == insn_address(trap=True)
+
+
+def test_unaligned_access_trap_escalates_to_hardfault_with_forced_while_usagefault_is_disabled():
+    m = access(LDR, trap=True)
+    assert (probe(m)["ipsr"], forced(m)) == (HARDFAULT, True)
+
+
+def test_unaligned_load_that_traps_leaves_its_destination_register_unchanged():
+    m = access(LDR, trap=True)
+    assert stacked_r1(m) == SENTINEL_R1
+
+
+def test_unaligned_store_that_traps_leaves_memory_unchanged():
+    m = access(STR, trap=True)
+    assert bytes(m.uc.mem_read(DATA, 8)).hex() == "4433221188776655"
+
+
+def test_aligned_word_access_does_not_trap_with_unalign_trp_set():
+    m = access(LDR, trap=True, address=DATA)
+    assert (m.reg("r1"), m.scb["CFSR"]) == (0x1122_3344, 0)
+
+
+def test_byte_access_at_an_odd_address_does_not_trap_with_unalign_trp_set():
+    m = access(LDRB, trap=True)
+    assert (m.reg("r1"), m.scb["CFSR"]) == (0x33, 0)
+
+
+def test_unaligned_access_does_not_trap_once_unalign_trp_is_cleared_again():
+    clear = [("ldr", 2, 3), *h(0x2300), STR_R3_R2]  # movs r3, #0; str r3, [r2]: CCR = 0
+    code = with_pool([("ldr", 2, 0), ("ldr", 3, 1), STR_R3_R2, *clear, ("ldr", 0, 2), *LDR, B_SELF],
+                     [CCR, UNALIGN_TRP, DATA + 1, CCR])
+    m = run(code)
+    assert m.scb["CFSR"] == 0
+
+
+@pytest.mark.parametrize("insn", [LDM, STM, LDRD, STRD, LDREX], ids=["ldm", "stm", "ldrd", "strd", "ldrex"])
+def test_unaligned_multiword_or_exclusive_access_faults_unaligned_with_unalign_trp_clear(insn):
+    m = access(insn)
+    assert cfsr(m, "UNALIGNED")
+
+
+@pytest.mark.parametrize("insn", [LDM, STM, LDRD, STRD], ids=["ldm", "stm", "ldrd", "strd"])
+def test_unaligned_multiword_access_faults_unaligned_with_unalign_trp_set(insn):
+    m = access(insn, trap=True)
+    assert cfsr(m, "UNALIGNED")
+
+
+def test_unaligned_multiword_fault_stacks_the_pc_of_the_instruction():
+    m = access(LDM)
+    assert probe(m)["pc"] == insn_address(trap=False)
+
+
+def test_unaligned_stm_leaves_memory_unchanged():
+    m = access(STM)
+    assert bytes(m.uc.mem_read(DATA, 8)).hex() == "4433221188776655"
+
+
+def test_unaligned_ldrd_leaves_its_destination_registers_unchanged():
+    m = access(LDRD)
+    frame = probe(m)["sp"]
+    assert (m.read_word(frame + 4), m.read_word(frame + 8)) == (SENTINEL_R1, SENTINEL_R2)
+
+
+@pytest.mark.parametrize("insn", [LDM, STRD], ids=["ldm", "strd"])
+def test_word_aligned_multiword_access_does_not_fault(insn):
+    m = access(insn, address=DATA + 4)
+    assert m.scb["CFSR"] == 0
+
+
+def test_unaligned_access_with_usagefault_enabled_runs_the_usagefault_handler():
+    enable = [("ldr", 0, 0), ("ldr", 1, 1), STR_R1_R0]
+    code = with_pool([*enable, ("ldr", 0, 2), *LDM, B_SELF], [SHCSR, USGFAULTENA, DATA + 2])
+    m = run(code)
+    assert (probe(m)["ipsr"], forced(m), cfsr(m, "UNALIGNED")) == (USAGEFAULT, False, True)
+
+
+def test_unaligned_ldm_skipped_by_a_failing_it_condition_does_not_fault():
+    m = access([*h(0x4289, 0xBF18), *LDM])  # cmp r1, r1; it ne; ldmne.w r0, {r1, r2}
+    assert (m.scb["CFSR"], m.reg("r1")) == (0, SENTINEL_R1)
