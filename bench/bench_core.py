@@ -27,10 +27,14 @@ IMAGES = Path(__file__).resolve().parent.parent / "fixtures" / "images"
 #   inner: tst.w r2,#1; lsr.w r2,r2,#1; it ne; eorne r2,r3; subs r5,#1; bne inner
 #          subs r1,#1; bne outer; b .           poly: .word 0xEDB88320
 #   mmio:  ldr r0,gpio;  loop: ldr r1,[r0]; adds r2,#1; b loop    gpio: .word 0x40010808 (GPIOA_IDR)
+#   copy:  ldr r7,src;  outer: mov r0,r7; add.w r1,r7,#0x1000; movs r6,#64
+#   inner: ldmia r0!,{r2-r5}; stmia r1!,{r2-r5}; subs r6,#1; bne inner; b outer   src: .word 0x20000000
+#   copy_trp: ldr r0,ccr; movs r1,#8; str r1,[r0]; b copy    ccr: .word 0xE000ED14 (CCR.UNALIGN_TRP=1)
 PROGRAMS = bytes.fromhex(
     "4ff000604ff480314ff0ff32074b10f8014b6240082512f0010f4fea520218bf5a40013df7d10139f1d1fee7"
-    "2083b8ed014801680132fce708080140")
-CRC_ENTRY, MMIO_ENTRY = 0x08000200, 0x08000230
+    "2083b8ed014801680132fce708080140" "00bf00bf"
+    "044f384607f5805140263cc83cc1013efbd1f6e700000020014808210160efe714ed00e0")
+CRC_ENTRY, MMIO_ENTRY, COPY_ENTRY, COPY_TRP_ENTRY = 0x08000200, 0x08000230, 0x08000240, 0x08000258
 
 
 def image(entry: int) -> bytes:
@@ -77,6 +81,21 @@ def mmio_cost() -> None:
           "(Unicorn callback + bus + model)")
 
 
+def copy_loop_cost() -> None:
+    # A word copy with LDMIA/STMIA (half of the loop's instructions): each is a trapped
+    # instruction (a code hook checks its base for the always-faulting unaligned case);
+    # with CCR.UNALIGN_TRP=1 every load and store also goes through the memory hook.
+    for label, entry in (("LDM/STM copy loop", COPY_ENTRY), ("same, CCR.UNALIGN_TRP=1", COPY_TRP_ENTRY)):
+        m = Machine(get_chip("rc"))
+        m.load_flash(image(entry))
+        m.power_on()
+        t = time.perf_counter()
+        m.run(max_instructions=1_000_000)
+        wall = time.perf_counter() - t
+        print(f"{label:24} {m.instructions:>9,} instr in {wall:.3f} s wall -> "
+              f"{m.instructions / wall / 1e6:6.2f} MIPS")
+
+
 def fixture_runs() -> None:
     for name, budget in (("hello_base", 2_000_000_000), ("exc_test", 5_000_000_000),
                          ("flash_selftest", 5_000_000_000), ("app_big", 2_000_000_000)):
@@ -93,6 +112,7 @@ def fixture_runs() -> None:
 def main() -> None:
     emulated_mips()
     mmio_cost()
+    copy_loop_cost()
     fixture_runs()
 
 

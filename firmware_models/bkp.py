@@ -11,6 +11,18 @@ Every write needs PWR_CR.DBP (§6.1, §5.4.1): the ``write_enabled`` callable of
 the constructor answers that; a write without it is ignored and reported as a
 guest error.  :meth:`snapshot`/:meth:`restore` let the machine keep the data
 registers in the flash persistence file across runs.
+
+Reads of the data registers work with the BKP and PWR clocks off
+(:meth:`BKP.readable_without_clock`).  RM0008 §6.1 asks for PWREN, BKPEN and
+DBP before "access", but what it describes is write protection ("protected
+against possible parasitic write access"; DBP: "Disable backup domain write
+protection", §5.4.1).  F1 silicon returns the stored value: dapboot's
+``backup_read()`` (src/stm32f103/backup.c) reads BKP_DR1 right after reset with
+RCC_APB1ENR = 0, and its reboot-into-bootloader command works on blue pills;
+mynewt-core PR #3244 enables the BKP clock for writes only ("For read it does
+not seem to be needed").  Writes still need BKPEN (the bus drops them) and DBP.
+Only the data registers are exempt; other families differ (the STM32H7RS
+blocks reads too), so this is an F1 fact, not a general one.
 """
 
 from __future__ import annotations
@@ -76,6 +88,7 @@ class BKP(Peripheral):
         self._irq_level = False
         # Offsets of DR11..DR42 are reserved on a 10-register part.
         self._absent = frozenset(dr_offset(n) for n in range(data_registers + 1, MAX_DATA_REGISTERS + 1))
+        self._data = frozenset(dr_offset(n) for n in range(1, data_registers + 1))
         super().__init__(port, name)
 
     # -- resets ----------------------------------------------------------------------------
@@ -123,6 +136,10 @@ class BKP(Peripheral):
         self._update_irq()
 
     # -- bus side ----------------------------------------------------------------------------------
+    def readable_without_clock(self, offset: int) -> bool:
+        """BKP_DRx read back whatever RCC_APB1ENR.BKPEN/PWREN say (module docstring)."""
+        return (offset & ~3) in self._data
+
     def read(self, offset: int, size: int) -> int:
         if offset & ~3 in self._absent:
             self.port.guest_error(self.name, f"read of BKP+0x{offset:02X}: no such data register on this part")

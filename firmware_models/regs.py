@@ -222,6 +222,12 @@ class Peripheral:
         if reg.on_write is not None:
             getattr(self, reg.on_write)(old, new & full, raw)
 
+    def readable_without_clock(self, offset: int) -> bool:
+        """May the CPU read the register at ``offset`` while the peripheral's RCC clock
+        enable bit is 0?  Not on the STM32F1 (the bus reads 0 then, see
+        ``emulator.core.bus``), except where a model says otherwise and cites why."""
+        return False
+
     def describe(self, offset: int) -> str:
         """Name of the register at ``offset`` for traces (``RCC.CR``)."""
         loc = self._locate(offset)

@@ -1,8 +1,19 @@
 """System Control Block (0xE000ED00) and the SCnSCB words (0xE000E000).
 
 ARMv7-M ARM B3.2 and ST's PM0056 (STM32F10xxx Cortex-M3 programming
-manual), which gives the reset values an STM32F103 shows: CPUID 0x411FC231
-(r1p1) and CCR 0x00000200 (STKALIGN set).
+manual).  The STM32F103's core is a Cortex-M3 r1p1 (CPUID 0x411FC231), and the
+reset values are that revision's:
+
+- CCR resets to 0: on the Cortex-M3 STKALIGN is "optional (default off) in
+  rev 1, and optional (default on) in rev 2 and later" (libopencm3, commit for
+  its issue #516, which since sets it in lib/cm3/vector.c reset_handler: "Enabled
+  by default on most Cortex-M parts, but not M3 r1").  PM0056's register table
+  gives 0x200, the r2p0 value.  With STKALIGN=0 exception entry keeps a 4-byte
+  aligned frame (ARMv7-M B1.5.7 PushStack).
+- AFSR reads 0: the AUXFAULT inputs it latches are not connected on the STM32.
+- AIRCR reads 0xFA05 in VECTKEYSTAT, ENDIANNESS=0 (little endian).
+- The system handler priority bytes keep bits [7:4] (4 priority bits,
+  PM0056 SHPRx), as the NVIC's do.
 """
 
 from __future__ import annotations
@@ -57,9 +68,9 @@ class SCB(Peripheral):
         Register("VTOR", 0x08, fields=fields(("TBLOFF", 7, 23)), on_write="_write_vtor"),
         Register("AIRCR", 0x0C, 0xFA050000, on_read="_read_aircr", on_write="_write_aircr"),
         Register("SCR", 0x10, fields=fields(("SLEEPONEXIT", 1), ("SLEEPDEEP", 2), ("SEVONPEND", 4))),
-        Register("CCR", 0x14, 0x200, fields=fields(
+        Register("CCR", 0x14, 0x0, fields=fields(  # r1p1: STKALIGN=0 at reset (module docstring)
             ("NONBASETHRDENA", 0), ("USERSETMPEND", 1), ("UNALIGN_TRP", 3), ("DIV_0_TRP", 4),
-            ("BFHFNMIGN", 8), ("STKALIGN", 9))),
+            ("BFHFNMIGN", 8), ("STKALIGN", 9)), on_write="_write_ccr"),
         Register("SHPR1", 0x18),  # bytes map onto controller priorities
         Register("SHPR2", 0x1C),  # bytes map onto controller priorities
         Register("SHPR3", 0x20),  # bytes map onto controller priorities
@@ -69,7 +80,7 @@ class SCB(Peripheral):
         Register("DFSR", 0x30, access=Access.W1C),
         Register("MMFAR", 0x34),
         Register("BFAR", 0x38),
-        Register("AFSR", 0x3C),
+        Register("AFSR", 0x3C, access=Access.W1C),  # nothing sets it: AUXFAULT is unconnected
         Register("CPACR", 0x88, access=Access.RO),  # no coprocessors on a Cortex-M3
         Register("DHCSR", 0xF0, access=Access.RO),  # no debugger attached
         Register("DCRSR", 0xF4),
@@ -80,6 +91,9 @@ class SCB(Peripheral):
     def __init__(self, port: Port, controller: ExceptionController, ipsr: Callable[[], int]) -> None:
         self.controller = controller
         self.ipsr = ipsr
+        # Called after every CCR write: the core changes how it traps (UNALIGN_TRP) from
+        # the next instruction on.
+        self.ccr_listeners: list[Callable[[], None]] = []
         super().__init__(port)
 
     def reset(self) -> None:
@@ -139,6 +153,10 @@ class SCB(Peripheral):
             cause = "software" if raw & 1 << 2 else "vectreset"
             self.port.event("reset_request", source="AIRCR", cause=cause)
             self.port.request_reset(cause)
+
+    def _write_ccr(self, old: int, new: int, raw: int) -> None:
+        for listener in self.ccr_listeners:
+            listener()
 
     # -- SHPR1-3 (B3.2.10-12): one byte per system handler, 4 to 15 --------------------
     def read(self, offset: int, size: int) -> int:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from emulator.core.chips import get_chip
+from emulator.core.machine import Machine
 from emulator.core.port import SimPort
 from firmware_models.bkp import BKP, dr_offset
 from firmware_models.pwr import PWR
+from tests.thumb import B_SELF, image, with_pool
 
 RTCCR, BKP_CR, BKP_CSR = 0x2C, 0x30, 0x34
 PWR_CR, PWR_CSR = 0x00, 0x04
@@ -239,3 +244,86 @@ def test_pvdo_stays_clear_with_the_pvd_disabled() -> None:
     _, pwr, _ = make()
     pwr.set_vdd(2_000)
     assert not pwr.read(PWR_CSR, 4) & PVDO
+
+
+def test_data_registers_are_readable_without_the_bkp_clock() -> None:
+    _, _, bkp = make()
+    assert bkp.readable_without_clock(dr_offset(1)) and bkp.readable_without_clock(dr_offset(42))
+
+
+@pytest.mark.parametrize("offset", [RTCCR, BKP_CR, BKP_CSR])
+def test_control_registers_are_not_readable_without_the_bkp_clock(offset: int) -> None:
+    _, _, bkp = make()
+    assert not bkp.readable_without_clock(offset)
+
+
+# -- on the machine: firmware with the RCC clock gates (RM0008 §6.1, §7.3.8) -----------------------
+
+RCC_APB1ENR, PWR_CR_ADDR, BKP_BASE, AIRCR = 0x4002_101C, 0x4000_7000, 0x4000_6C00, 0xE000_ED0C
+PWREN, BKPEN = 1 << 28, 1 << 27
+BOOT_MAGIC = 0x4F42  # dapboot's CMD_BOOT in BKP_DR1
+LDR_R1_R0, STR_R2_R0, STR_R4_R3, CMP_R1_R2 = (struct.pack("<H", w) for w in (0x6801, 0x6002, 0x601C, 0x4291))
+
+
+def machine_run(code: bytes, *, bkp: list[int] | None = None, ns: int = 2_000_000) -> Machine:
+    m = Machine(get_chip("rc"))
+    m.load_flash(image(code))
+    m.power_on()
+    if bkp is not None:
+        m.bkp.restore(bkp)  # as the state file does: VBAT kept them (emulator.core.session)
+    m.run(max_ns=ns)
+    return m
+
+
+def store(address_index: int, value_index: int) -> list:
+    return [("ldr", 3, address_index), ("ldr", 4, value_index), STR_R4_R3]
+
+
+def test_firmware_reading_bkp_dr1_right_after_reset_with_clocks_off_sees_what_the_app_wrote() -> None:
+    # r1 = BKP_DR1 (clocks off); if it is not the magic: enable PWR+BKP, DBP, DR1 = magic,
+    # SYSRESETREQ.  After the reset the same read must see the magic.
+    beq_done = struct.pack("<H", 0xD00A)  # beq to the last "b ."
+    code = with_pool([("ldr", 0, 0), LDR_R1_R0, ("ldr", 2, 1), CMP_R1_R2, beq_done,
+                      *store(2, 3), *store(4, 5), STR_R2_R0, *store(6, 7), B_SELF, B_SELF],
+                     [BKP_BASE + dr_offset(1), BOOT_MAGIC, RCC_APB1ENR, PWREN | BKPEN, PWR_CR_ADDR, DBP,
+                      AIRCR, 0x05FA_0004])
+    m = machine_run(code)
+    assert (m.resets, m.reg("r1"), m.rcc["APB1ENR"]) == (1, BOOT_MAGIC, 0)
+
+
+def test_firmware_reads_a_backup_value_kept_from_a_previous_run_with_clocks_off() -> None:
+    code = with_pool([("ldr", 0, 0), LDR_R1_R0, B_SELF], [BKP_BASE + dr_offset(10)])
+    m = machine_run(code, bkp=[0] * 9 + [0xBEEF])
+    assert m.reg("r1") == 0xBEEF
+
+
+def test_backup_control_register_still_reads_zero_with_the_bkp_clock_off() -> None:
+    code = with_pool([("ldr", 0, 0), LDR_R1_R0, B_SELF], [BKP_BASE + RTCCR])
+    m = Machine(get_chip("rc"))
+    m.load_flash(image(code))
+    m.power_on()
+    m.bkp.values["RTCCR"] = 0x7F
+    m.run(max_ns=1_000_000)
+    assert m.reg("r1") == 0
+
+
+def write_dr1_and_read_back(apb1enr: int, dbp: bool) -> Machine:
+    setup = [*store(1, 2), *(store(3, 4) if dbp else [])]
+    code = with_pool([*setup, ("ldr", 0, 0), ("ldr", 2, 5), STR_R2_R0, LDR_R1_R0, B_SELF],
+                     [BKP_BASE + dr_offset(1), RCC_APB1ENR, apb1enr, PWR_CR_ADDR, DBP, 0x1234])
+    return machine_run(code)
+
+
+def test_firmware_write_to_bkp_dr1_without_dbp_is_ignored() -> None:
+    m = write_dr1_and_read_back(PWREN | BKPEN, dbp=False)
+    assert (m.reg("r1"), m.bkp["DR1"]) == (0, 0)
+
+
+def test_firmware_write_to_bkp_dr1_with_dbp_but_the_bkp_clock_off_is_ignored() -> None:
+    m = write_dr1_and_read_back(PWREN, dbp=True)
+    assert (m.reg("r1"), m.bkp["DR1"]) == (0, 0)
+
+
+def test_firmware_write_to_bkp_dr1_with_both_clocks_and_dbp_is_kept() -> None:
+    m = write_dr1_and_read_back(PWREN | BKPEN, dbp=True)
+    assert (m.reg("r1"), m.bkp["DR1"]) == (0x1234, 0x1234)

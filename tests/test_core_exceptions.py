@@ -139,3 +139,88 @@ def test_load_from_unmapped_memory_is_a_precise_busfault_with_bfar(address):
     m.run(max_ns=1_000_000)
     assert m.faults[0].cause == "PRECISERR"
     assert m.scb["BFAR"] == address
+
+
+# -- CCR.STKALIGN on exception entry and return (ARMv7-M B1.5.7 PushStack, B1.5.8 PopStack) --------
+
+CCR = 0xE000_ED14
+MOV_R1_SP = struct.pack("<H", 0x4669)
+MOV_R2_SP = struct.pack("<H", 0x466A)
+LDR_R1_SP_28 = struct.pack("<H", 0x9907)  # ldr r1, [sp, #28]: the stacked xPSR
+STR_R1_R0_4 = struct.pack("<H", 0x6041)  # str r1, [r0, #4]
+UNALIGNED_MSP = 0x2000_BFFC  # word aligned, not double-word aligned
+
+
+def sp_recording_handler() -> bytes:
+    """MARKER = SP in the handler, MARKER+4 = the stacked xPSR."""
+    return with_pool([("ldr", 0, 0), MOV_R1_SP, STR_R1_R0, LDR_R1_SP_28, STR_R1_R0_4, BX_LR], [MARKER])
+
+
+def svc_with_ccr(ccr: int | None) -> Machine:
+    setup = [] if ccr is None else [("ldr", 0, 0), ("ldr", 1, 1), STR_R1_R0]
+    code = with_pool([*setup, SVC0, MOV_R2_SP, B_SELF], [CCR, ccr or 0])
+    m = boot(image(code, {11: sp_recording_handler()}, msp=UNALIGNED_MSP))
+    m.run(max_ns=1_000_000)
+    return m
+
+
+def test_exception_entry_at_reset_keeps_a_4_byte_aligned_frame_because_stkalign_is_clear():
+    m = svc_with_ccr(None)
+    assert word(m, MARKER) == UNALIGNED_MSP - 32
+
+
+def test_exception_entry_without_padding_stacks_xpsr_bit_9_clear():
+    m = svc_with_ccr(None)
+    assert not word(m, MARKER + 4) >> 9 & 1
+
+
+def test_exception_entry_with_stkalign_set_pads_the_frame_to_8_bytes():
+    m = svc_with_ccr(1 << 9)
+    assert word(m, MARKER) == UNALIGNED_MSP - 36
+
+
+def test_exception_entry_with_padding_stacks_xpsr_bit_9_set():
+    m = svc_with_ccr(1 << 9)
+    assert word(m, MARKER + 4) >> 9 & 1
+
+
+@pytest.mark.parametrize("ccr", [None, 1 << 9])
+def test_exception_return_restores_the_stack_pointer_of_the_interrupted_code(ccr):
+    m = svc_with_ccr(ccr)
+    assert m.reg("r2") == UNALIGNED_MSP
+
+
+# -- SysTick COUNTFLAG side effects (ARMv7-M B3.3.3 SYST_CSR, B3.3.5 SYST_CVR) ----------------------
+
+SYST_CSR = 0xE000_E010
+STR_R1_R0_8 = struct.pack("<H", 0x6081)  # str r1, [r0, #8]: SYST_CVR
+WAIT_COUNTFLAG = bytes.fromhex("0168" "cb03" "fcd5")  # 1: ldr r1,[r0]; lsls r3,r1,#15; bpl 1b
+DELAY_50 = bytes.fromhex("3223" "013b" "fdd1")  # movs r3,#50; 1: subs r3,#1; bne 1b
+
+
+def systick_program(csr: int, middle: list[bytes]) -> Machine:
+    """SYST_RVR=3, SYST_CSR=csr, then ``middle``, then r2 = SYST_CSR."""
+    code = with_pool([("ldr", 0, 0), ("ldr", 1, 1), STR_R1_R0_4, ("ldr", 1, 2), STR_R1_R0,
+                      *middle, LDR_R2_R0, B_SELF], [SYST_CSR, 3, csr])
+    m = boot(image(code))
+    m.run(max_ns=1_000_000)
+    return m
+
+
+def split(code: bytes) -> list[bytes]:
+    return [code[i:i + 2] for i in range(0, len(code), 2)]
+
+
+def test_cpu_read_of_syst_csr_sees_countflag_once_and_clears_it():
+    m = systick_program(0b001, split(WAIT_COUNTFLAG))  # HCLK/8: wraps every 32 cycles, no interrupt
+    assert (m.reg("r1") >> 16 & 1, m.reg("r2") >> 16 & 1) == (1, 0)
+
+
+def test_countflag_stays_set_until_syst_csr_is_read():
+    m = systick_program(0b001, split(DELAY_50))  # HCLK/8: wraps every 32 cycles
+    assert m.reg("r2") >> 16 & 1
+
+
+def test_write_to_syst_cvr_clears_countflag():
+    m = systick_program(0b001, [*split(DELAY_50), STR_R1_R0_8])
+    assert not m.reg("r2") >> 16 & 1

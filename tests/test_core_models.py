@@ -5,7 +5,7 @@ from __future__ import annotations
 from emulator.core.port import SimPort
 from firmware_models.dwt import DWT
 from firmware_models.nvic import IRQ0, NVIC, PENDSV, SYSTICK, ExceptionController, SoftwareTriggerInterrupt
-from firmware_models.scb import SCB
+from firmware_models.scb import SCB, SCnSCB
 from firmware_models.systick import SysTick
 
 
@@ -103,10 +103,54 @@ def test_cfsr_bits_clear_when_written_one():
     assert scb.read(0x28, 4) == 0
 
 
-def test_cpuid_and_ccr_reset_values_are_the_stm32f103s():
+def test_cpuid_reads_cortex_m3_r1p1():
     _, _, _, scb = rig()
     assert scb.read(0x00, 4) == 0x411FC231
-    assert scb.read(0x14, 4) == 0x200
+
+
+def test_ccr_resets_to_zero_on_the_r1p1_core_so_stkalign_is_clear():
+    _, _, _, scb = rig()
+    assert scb.read(0x14, 4) == 0
+
+
+def test_ccr_stkalign_can_be_set_by_software():
+    _, _, _, scb = rig()
+    scb.write(0x14, 4, 1 << 9)
+    assert scb.ccr("STKALIGN") and scb.read(0x14, 4) == 0x200
+
+
+def test_aircr_resets_to_vectkeystat_little_endian_and_prigroup_zero():
+    _, _, _, scb = rig()
+    assert scb.read(0x0C, 4) == 0xFA050000
+
+
+def test_system_handler_priorities_keep_only_bits_7_to_4():
+    _, ctl, _, scb = rig()
+    scb.write(0x20, 4, 0xFFFF_0000)  # SHPR3: PendSV and SysTick
+    assert scb.read(0x20, 4) == 0xF0F0_0000 and ctl.priority[SYSTICK] == 0xF0
+
+
+def test_reserved_system_handler_priority_bytes_read_zero():
+    _, _, _, scb = rig()
+    scb.write(0x1C, 4, 0xFFFF_FFFF)  # SHPR2: only byte 3 (SVCall) exists
+    assert scb.read(0x1C, 4) == 0xF000_0000
+
+
+def test_afsr_reads_zero_and_keeps_nothing_written():
+    _, _, _, scb = rig()
+    scb.write(0x3C, 4, 0xFFFF_FFFF)
+    assert scb.read(0x3C, 4) == 0
+
+
+def test_ictr_reports_up_to_64_interrupt_lines():
+    assert SCnSCB(SimPort()).read(0x04, 4) == 1
+
+
+def test_actlr_resets_to_zero_and_keeps_its_three_control_bits():
+    actlr = SCnSCB(SimPort())
+    before = actlr.read(0x08, 4)
+    actlr.write(0x08, 4, 0xFFFF_FFFF)
+    assert (before, actlr.read(0x08, 4)) == (0, 0b111)
 
 
 def test_stir_pends_the_written_irq():
@@ -162,6 +206,11 @@ def test_writing_val_clears_the_counter():
 def test_calib_reports_9000_for_one_millisecond():
     _, st, _ = systick()
     assert st.read(0xC, 4) & 0xFFFFFF == 9000
+
+
+def test_calib_reads_0x00002328_with_a_reference_clock_and_no_skew():
+    _, st, _ = systick()
+    assert st.read(0xC, 4) == 0x0000_2328
 
 
 def test_dwt_cycle_counter_counts_only_while_enabled():

@@ -9,10 +9,13 @@ clock gating and the unmodelled-access log live here and nowhere else.
 from __future__ import annotations
 
 import bisect
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from firmware_models.regs import Peripheral
+
+log = logging.getLogger("emulator.core.bus")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Bus:
         self._unmodelled = unmodelled
         self._guest_error = guest_error
         self._gated_reported: set[str] = set()
+        self._clockless_reported: set[str] = set()
         self.tracer: Callable[[str, int, int, int, str], None] | None = None
 
     def attach(self, base: int, model: Peripheral, size: int | None = None,
@@ -61,6 +65,14 @@ class Bus:
             return False
         reason = m.gate()
         if reason is None:
+            return False
+        if access == "read" and m.model.readable_without_clock(address - m.base):
+            # A register the silicon reads back with its clock off (the model says why:
+            # the BKP data registers on the F1).
+            if m.model.name not in self._clockless_reported:
+                self._clockless_reported.add(m.model.name)
+                log.info("%s read at 0x%08X with its clock off (%s): value returned, as on F1 silicon",
+                         m.model.name, address, reason)
             return False
         # RM0008 §7.3: a peripheral whose clock is off ignores writes and reads 0.
         if m.model.name not in self._gated_reported:

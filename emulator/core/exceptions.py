@@ -116,18 +116,27 @@ class ExceptionEngine:
         self.uc.reg_write(A.UC_ARM_REG_APSR_NZCV, value & 0xF0000000)
 
     # -- entry (B1.5.6) -------------------------------------------------------------------
-    def take(self, exc: int, return_address: int) -> None:
-        """Stack the context and vector to ``exc``; ``return_address`` is the stacked PC."""
+    def take(self, exc: int, return_address: int, *, thumb: bool | None = None) -> None:
+        """Stack the context and vector to ``exc``; ``return_address`` is the stacked PC.
+
+        ``thumb`` overrides the EPSR.T bit of the stacked xPSR (False for a fault taken
+        while executing with T=0, which Unicorn does not keep once we move the PC).
+        """
         uc = self.uc
         in_handler = self.ipsr() != 0
         control = uc.reg_read(A.UC_ARM_REG_CONTROL)
         use_psp = not in_handler and bool(control & 2)
         sp = uc.reg_read(A.UC_ARM_REG_PSP if use_psp else A.UC_ARM_REG_MSP)
         xpsr = uc.reg_read(A.UC_ARM_REG_XPSR)
+        if thumb is not None:
+            xpsr = (xpsr & ~(1 << 24)) | (int(thumb) << 24)
         frame_sp = (sp - 32) & 0xFFFFFFFF
+        # PushStack (B1.5.7): the frame is 8-byte aligned only when CCR.STKALIGN is set,
+        # which a Cortex-M3 r1p1 does not do at reset; bit 9 of the stacked xPSR is
+        # the padding flag (frameptralign), 0 when no word was inserted.
         if self.scb.ccr("STKALIGN") and frame_sp & 4:
             frame_sp -= 4
-            xpsr |= 1 << 9  # stacked xPSR bit 9 records the alignment padding
+            xpsr |= 1 << 9
         else:
             xpsr &= ~(1 << 9)
         regs = [uc.reg_read(r) for r in (A.UC_ARM_REG_R0, A.UC_ARM_REG_R1, A.UC_ARM_REG_R2,
@@ -179,7 +188,8 @@ class ExceptionEngine:
         uc = self.uc
         uc.reg_write(A.UC_ARM_REG_LR, exc_return)
         # EPSR.T comes from bit 0 of the vector; without it the first instruction of the
-        # handler takes an INVSTATE UsageFault (B1.5.6).  We record that as the start PC.
+        # handler takes an INVSTATE UsageFault (B1.5.6): the stacked PC is the handler's
+        # address and the stacked xPSR has T=0 and the handler's exception number.
         self._set_xpsr((1 << 24) | exc)
         uc.reg_write(A.UC_ARM_REG_PC, handler | 1)  # Unicorn takes the Thumb state from bit 0
         self.taken_counts[exc] = self.taken_counts.get(exc, 0) + 1
@@ -227,7 +237,8 @@ class ExceptionEngine:
                 raise Lockup(f"{cause} fault while at priority {exec_prio} (in HardFault/NMI or FAULTMASK)", pc)
             self.scb.record_hfsr("FORCED")
         self._record(target, cause, pc, address, escalated)
-        self.take(target, return_address)
+        # INVSTATE means the instruction was to execute with EPSR.T=0: the frame says so.
+        self.take(target, return_address, thumb=False if cause == "INVSTATE" else None)
 
     def svc(self, return_address: int) -> None:
         """SVC: take SVCall, or escalate to HardFault if it cannot preempt (B1.5.9)."""
@@ -248,13 +259,51 @@ class ExceptionEngine:
                     address=address, escalated=escalated)
 
     # -- return (B1.5.8) ---------------------------------------------------------------------
+    def _return_check(self, exc_return: int, returning: int) -> str | None:
+        """Why ``exc_return`` may not return from ``returning`` now (ExceptionReturn()), or None."""
+        nested = self.ctl.nested_active_count()
+        if returning == 0 or not self.ctl.active[returning]:
+            return "return from an inactive handler"
+        if exc_return >> 4 != 0x0FFF_FFFF:
+            # EXC_RETURN<27:4> not all ones (e.g. an FP frame value on this FPU-less core):
+            # UNPREDICTABLE in the architecture, an illegal EXC_RETURN on the Cortex-M3.
+            return "reserved EXC_RETURN value"
+        if exc_return & 0xF == 0x1:
+            return "return to Handler mode with no other exception active" if nested == 1 else None
+        if exc_return & 0xF in (0x9, 0xD):
+            if nested != 1 and not self.scb.ccr("NONBASETHRDENA"):
+                return "return to Thread mode with other exceptions still active"
+            return None
+        return "illegal EXC_RETURN value"
+
+    def _illegal_return(self, exc_return: int, returning: int, problem: str) -> None:
+        """ExceptionReturn() integrity failure (B1.5.8): DeActivate(ReturningExceptionNumber),
+        UFSR.INVPC=1, LR = EXC_RETURN, ExceptionTaken(UsageFault).  No frame is pushed or
+        popped: the handler runs on the frame the return was to unstack (tail-chain style)."""
+        uc = self.uc
+        if returning:
+            self.ctl.deactivate(returning)
+            if returning != NMI:
+                uc.reg_write(A.UC_ARM_REG_FAULTMASK, 0)
+        self.scb.record_cfsr("INVPC")
+        target, escalated = USAGEFAULT, False
+        exec_prio = self.execution_priority()
+        if not self.ctl.enabled[USAGEFAULT] or \
+                self.ctl.group_priority(self.ctl.raw_priority(USAGEFAULT)) >= exec_prio:
+            target, escalated = HARDFAULT, True
+            if exec_prio <= -1:
+                self._record(HARDFAULT, "INVPC", exc_return & ~1, None, True)
+                raise Lockup(f"INVPC fault ({problem}) while at priority {exec_prio}", exc_return & ~1)
+            self.scb.record_hfsr("FORCED")
+        self._record(target, "INVPC", exc_return & ~1, None, escalated)
+        self._vector(target, exc_return, exc_return & ~1)
+
     def exception_return(self, exc_return: int) -> None:
         uc = self.uc
         returning = self.ipsr()
-        if exc_return not in (EXC_RETURN_HANDLER_MSP, EXC_RETURN_THREAD_MSP, EXC_RETURN_THREAD_PSP) \
-                or returning == 0 or not self.ctl.active[returning]:
-            # Illegal EXC_RETURN: INVPC UsageFault (B1.5.8).
-            self.fault("INVPC", uc.reg_read(A.UC_ARM_REG_LR) & ~1)
+        problem = self._return_check(exc_return, returning)
+        if problem is not None:
+            self._illegal_return(exc_return, returning, problem)
             return
         self.ctl.deactivate(returning)
         if returning != NMI:
@@ -266,7 +315,8 @@ class ExceptionEngine:
             self.fault("UNSTKERR", 0xFFFFFFFF & exc_return)
             return
         r0, r1, r2, r3, r12, lr, pc, xpsr = struct.unpack("<8I", self.uc.mem_read(sp, 32))
-        new_sp = sp + 32 + (4 if xpsr & (1 << 9) and self.scb.ccr("STKALIGN") else 0)
+        # PopStack: SP = (SP + framesize) OR ((xPSR<9> AND CCR.STKALIGN) << 2)  (B1.5.8).
+        new_sp = (sp + 32) | (4 if xpsr & (1 << 9) and self.scb.ccr("STKALIGN") else 0)
         for reg, value in ((A.UC_ARM_REG_R0, r0), (A.UC_ARM_REG_R1, r1), (A.UC_ARM_REG_R2, r2),
                            (A.UC_ARM_REG_R3, r3), (A.UC_ARM_REG_R12, r12), (A.UC_ARM_REG_LR, lr)):
             uc.reg_write(reg, value)
@@ -281,6 +331,11 @@ class ExceptionEngine:
             if exc_return == EXC_RETURN_THREAD_MSP:
                 uc.reg_write(A.UC_ARM_REG_CONTROL, uc.reg_read(A.UC_ARM_REG_CONTROL) & ~2)
         uc.reg_write(A.UC_ARM_REG_PC, pc | 1)
+        if not xpsr >> 24 & 1:
+            # The restored EPSR.T is 0: the first instruction at the return address takes
+            # an INVSTATE UsageFault (B1.5.8 PopStack restores EPSR from the frame).
+            self.fault("INVSTATE", pc & ~1)
+            return
         # Tail-chaining (B1.5.12): a pending exception that can preempt the context we
         # return to is taken straight away; the stacked frame is the same one.
         nxt = self.deliverable()

@@ -9,6 +9,7 @@ changed) makes the slice end right after the current instruction.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import struct
 import sys
@@ -27,9 +28,12 @@ from unicorn import (
     UC_ERR_WRITE_UNMAPPED,
     UC_HOOK_CODE,
     UC_HOOK_INTR,
+    UC_HOOK_MEM_READ,
     UC_HOOK_MEM_UNMAPPED,
+    UC_HOOK_MEM_WRITE,
     UC_HOOK_MEM_WRITE_PROT,
     UC_MEM_FETCH_UNMAPPED,
+    UC_MEM_WRITE,
     UC_MEM_WRITE_UNMAPPED,
     UC_MODE_THUMB,
     UC_PROT_ALL,
@@ -53,6 +57,7 @@ from emulator.core.chips import (
     UNIQUE_ID_BASE,
     Chip,
 )
+from emulator.core.code_watch import CodeWatch
 from emulator.core.exceptions import ExceptionEngine, FaultRecord, Lockup
 from emulator.core.icount import InstructionCounter
 from emulator.core.port import Event, SimPort, StrictModeError
@@ -77,6 +82,8 @@ THUMB_WFI = 0xBF30
 THUMB_WFE = 0xBF20
 SYSTEM_MEMORY_END = SYSTEM_MEMORY_BASE + SYSTEM_MEMORY_SIZE
 EXC_RETURNS = (0xFFFFFFF1, 0xFFFFFFF9, 0xFFFFFFFD)
+# QEMU exception numbers Unicorn passes to UC_HOOK_INTR (target/arm/cpu.h EXCP_*).
+_EXCP_PREFETCH_ABORT, _EXCP_DATA_ABORT, _EXCP_EXCEPTION_EXIT, _EXCP_NOCP = 3, 4, 8, 17
 CALL_RETURN = 0xF000_0000  # unmapped: a fetch here means a function called by call_function returned
 _CONTEXT_REGS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
     A.UC_ARM_REG_MSP, A.UC_ARM_REG_PSP, A.UC_ARM_REG_LR, A.UC_ARM_REG_PC, A.UC_ARM_REG_XPSR,
@@ -98,6 +105,17 @@ class StopReason:
     @property
     def clean(self) -> bool:
         return self.kind in ("time-budget", "instruction-budget", "idle", "condition")
+
+
+@dataclass
+class _UnalignedAccess:
+    """An access CCR.UNALIGN_TRP forbids, seen by the memory hook; the instruction is
+    undone (registers, and the memory it wrote) and faults at the end of the slice."""
+
+    pc: int
+    address: int
+    registers: list[int]
+    overwritten: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 @dataclass
@@ -138,7 +156,11 @@ class Machine:
         self._masked_steps = 0
         self._external_stop = False
         self.last_stop: StopReason | None = None
-        self._trapped: set[int] = set()
+        self._trapped: set[tuple[int, Callable[..., None]]] = set()
+        self._new_traps: list[int] = []  # unaligned-LDM/STM traps for code about to run first
+        self._multiword_base: dict[int, int] = {}  # trapped LDM/STM/LDRD/STRD address -> Rn
+        self._unaligned_hook: int | None = None  # memory hook installed while CCR.UNALIGN_TRP=1
+        self._unaligned: _UnalignedAccess | None = None
         self._poll = _PollDetector()
         self._build_core()
         self._build_models()
@@ -148,6 +170,10 @@ class Machine:
     def _build_core(self) -> None:
         self.uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB, A.UC_CPU_ARM_CORTEX_M3)
         self.counter = InstructionCounter(self.uc)
+        self._registers = _RegisterReader(self.uc)
+        bases = [self.chip.flash_base] + ([] if self.boot0 else [BOOT_ALIAS_BASE])
+        self.code_watch = CodeWatch(self.uc, [(b, b + self.chip.flash_size) for b in bases],
+                                    self._new_code_block, self._request_stop)
         self.nvic = ExceptionController(self.chip.num_irqs)
         self.nvic.listeners.append(self._request_stop)
 
@@ -166,6 +192,7 @@ class Machine:
         self.rcc.on_peripheral_reset = self._peripheral_reset  # type: ignore[method-assign]
         self.rcc.on_backup_domain_reset = self.bkp.backup_domain_reset  # type: ignore[method-assign]
         self.scb = SCB(port, self.nvic, ipsr=lambda: self.uc.reg_read(A.UC_ARM_REG_IPSR) & 0x1FF)
+        self.scb.ccr_listeners.append(self._request_stop)  # UNALIGN_TRP applies from the next instruction
         self.systick = SysTick(port, pend=lambda: self.nvic.set_pending(15))
         self.usb = UsbDevice(port, require_usb_clock=True)  # silent without a 48 MHz USB clock (RM0008 §7.2)
         self.usb_pma = self.usb.pma
@@ -531,6 +558,7 @@ class Machine:
         else:
             self._masked_steps = 0
         self._slice_end_ns = due if due is not None else 1 << 62
+        self._update_traps()
         self._synced = 0
         self._in_slice = True
         pc = self.pc
@@ -551,7 +579,9 @@ class Machine:
                 self._stop = StopReason("strict", str(err), self.pc)
                 return
             raise err
-        if error is not None:
+        if self._unaligned is not None:
+            self._unaligned_fault()
+        elif error is not None:
             self._cpu_error(error)
         elif self._pending_fault is not None:
             cause, fpc, addr, ret = self._pending_fault
@@ -637,6 +667,10 @@ class Machine:
             # Execute-never regions of the default memory map give MemManage (B3.5.1).
             xn = 0x4000_0000 <= pc < 0x6000_0000 or pc >= 0xA000_0000
             self._fault("IACCVIOL" if xn else "IBUSERR", pc, None, pc)
+        elif errno == UC_ERR_INSN_INVALID and not self.uc.reg_read(A.UC_ARM_REG_XPSR) >> 24 & 1:
+            # Executing with EPSR.T=0 (BX/BLX/POP/LDR pc to an even address): QEMU reports
+            # it as an invalid instruction at the target.  INVSTATE UsageFault there (A2.3.1).
+            self._fault("INVSTATE", pc, None, pc)
         elif errno == UC_ERR_INSN_INVALID:
             half = self._halfword(pc)
             if half == THUMB_WFE:
@@ -692,6 +726,8 @@ class Machine:
 
     def _mmio_read(self, handler: Callable[[int, int], int], base: int = 0) -> Callable[..., int]:
         def cb(uc: Uc, offset: int, size: int, _ud: object) -> int:
+            if self._unaligned is not None:
+                return 0  # the instruction faults UNALIGNED: the access never reaches the bus
             self._sync()
             value = int(self._guard(lambda: handler(base + offset, size), 0) or 0) & ((1 << (8 * size)) - 1)
             if self._in_slice and self._poll.read(self, base + offset, value):
@@ -701,6 +737,8 @@ class Machine:
 
     def _mmio_write(self, handler: Callable[[int, int, int], None], base: int = 0) -> Callable[..., None]:
         def cb(uc: Uc, offset: int, size: int, value: int, _ud: object) -> None:
+            if self._unaligned is not None:
+                return
             self._sync()
             self._poll.forget()
             self._guard(lambda: handler(base + offset, size, value))
@@ -763,6 +801,8 @@ class Machine:
 
     def _flash_store_hook(self, uc: Uc, access: int, address: int, size: int, value: int,
                           _ud: object) -> bool:
+        if self._unaligned is not None:
+            return True  # the store faults UNALIGNED before it reaches the flash interface
         self._sync()
         chip = self.chip
         if address < chip.flash_size:
@@ -784,9 +824,13 @@ class Machine:
             if intno == 2:  # SVC: PC is already past the instruction
                 self._sync()
                 self.exc.svc(pc)
-            elif intno in (3, 8) and pc | 1 in EXC_RETURNS and self.exc.ipsr() != 0:
-                # A branch to EXC_RETURN in handler mode (B1.5.8); QEMU reports it with
-                # bit 0 of the target cleared.
+            elif intno == _EXCP_EXCEPTION_EXIT and self.exc.ipsr() != 0:
+                # A branch to 0xFFxxxxxx in Handler mode: exception return (B1.5.8).  QEMU
+                # keeps bit 0 of the target in the T flag, not in the PC: put it back, so
+                # that a value such as 0xFFFFFFF8 is seen as the illegal EXC_RETURN it is.
+                self._sync()
+                self.exc.exception_return(pc | (uc.reg_read(A.UC_ARM_REG_XPSR) >> 24 & 1))
+            elif intno == _EXCP_PREFETCH_ABORT and pc | 1 in EXC_RETURNS and self.exc.ipsr() != 0:
                 self._sync()
                 self.exc.exception_return(pc | 1)
             elif intno == 3 and pc == CALL_RETURN:
@@ -797,6 +841,16 @@ class Machine:
                 # (0xFFFFFFFF) vector: MemManage IACCVIOL (B3.5.1).
                 self._sync()
                 self.exc.fault("IACCVIOL", pc)
+            elif intno == _EXCP_NOCP:
+                # A coprocessor instruction (MRC/MCR/CDP/LDC/STC, VFP in CP10/11): the
+                # Cortex-M3 has no coprocessor, NOCP UsageFault on the instruction (B3.2.15).
+                self._sync()
+                self.exc.fault("NOCP", pc)
+            elif intno == _EXCP_DATA_ABORT and insn_traps.is_exclusive(*self._words(pc)):
+                # Unicorn checks alignment only for LDREX/STREX (MO_ALIGN): an unaligned
+                # exclusive always faults, UNALIGNED UsageFault (ARMv7-M A3.2.1).
+                self._sync()
+                self.exc.fault("UNALIGNED", pc)
             elif intno == 7:  # BKPT: no debugger attached
                 self._stop = StopReason("breakpoint", f"BKPT at {self.symbol(pc)}", pc)
                 uc.emu_stop()
@@ -809,6 +863,9 @@ class Machine:
         data = bytes(self.flash_storage[offset:offset + length])
         bases = [self.chip.flash_base] + ([] if self.boot0 else [BOOT_ALIAS_BASE])
         for base in bases:
+            self.code_watch.forget(base + offset, base + offset + length)  # new code: traps when it runs
+            for insn in [a for a in self._multiword_base if base + offset - 2 < a < base + offset + length]:
+                del self._multiword_base[insn]  # its hook stays, idle, until the code runs again
             self.uc.mem_write(base + offset, data)
             # Translated code from the old bytes must go, at both addresses (docs/ARCHITECTURE.md, Unicorn notes).
             self.uc.ctl_remove_cache(base + offset, base + offset + length)
@@ -824,11 +881,34 @@ class Machine:
                 self._add_trap(address, self._msr_basepri_trap)
 
     def _add_trap(self, address: int, callback: Callable[..., None]) -> None:
-        if address in self._trapped:
+        if (address, callback) in self._trapped:
             return
-        self._trapped.add(address)
+        self._trapped.add((address, callback))
         self.uc.hook_add(UC_HOOK_CODE, callback, begin=address, end=address)
         self.uc.ctl_remove_cache(address, address + 4)
+
+    # -- unaligned LDM/STM/LDRD/STRD: traps on the flash code that runs ---------------------
+    # Data in flash often looks like LDM/STM and a code hook costs every instruction
+    # (emulator.core.code_watch): these traps go only on blocks of code as they first run.
+    # Code run from SRAM is not watched: an unaligned LDM/STM there is performed silently
+    # unless CCR.UNALIGN_TRP is set (the memory hook then catches it).
+    def _update_traps(self) -> None:
+        """Between slices, where hooks may be added and removed safely."""
+        for address in self._new_traps:
+            self._add_trap(address, self._multiword_trap)
+        self._new_traps.clear()
+        self.code_watch.apply()
+        self._update_unaligned_trap()
+
+    def _new_code_block(self, address: int, size: int) -> None:
+        # A translation block about to run for the first time (CodeWatch): its
+        # instructions, decoded from its exact start, get their traps before it runs.
+        hits = insn_traps.multiword_accesses_in_block(bytes(self.uc.mem_read(address, size)), address)
+        for insn, rn in hits:
+            self._multiword_base[insn] = _GPR[rn]
+            self._new_traps.append(insn)
+        if hits:
+            self._request_stop()  # at a block's start: ends the slice before its first instruction
 
     def _words(self, address: int) -> tuple[int, int]:
         first, second = struct.unpack("<HH", self.uc.mem_read(address, 4))
@@ -871,6 +951,64 @@ class Machine:
             self._request_stop()  # unmasking may make an interrupt deliverable now
         self._in_hook(uc, body)
 
+    def _multiword_trap(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+        # Runs before every execution of a trapped LDM/STM/LDRD/STRD: kept to a dict
+        # lookup and one register read.  Every address such an instruction accesses is
+        # Rn plus a multiple of 4, so the base alone decides: unaligned, it is always an
+        # UNALIGNED UsageFault, whatever CCR.UNALIGN_TRP says (A3.2.1).
+        reg = self._multiword_base.get(address)
+        if reg is not None and self._registers.read(reg) & 3:
+            self._in_hook(uc, lambda: self._multiword_fault(address))
+
+    def _multiword_fault(self, address: int) -> None:
+        self._sync()
+        self.exc.fault("UNALIGNED", address)
+
+    # -- CCR.UNALIGN_TRP: unaligned LDR/STR(H) fault too (B3.2.8, A3.2.1) -------------------
+    def _update_unaligned_trap(self) -> None:
+        """Install the memory hook while UNALIGN_TRP is set, remove it when it is clear.
+
+        A Python memory hook costs about a microsecond per load and store, so it is
+        there only while the firmware asks for the trap; Unicorn decides at translation
+        whether a block calls memory hooks, hence the flush.
+        """
+        want = bool(self.scb.values["CCR"] & _CCR_UNALIGN_TRP)
+        if want == (self._unaligned_hook is not None):
+            return
+        if want:
+            self._unaligned_hook = self.uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, self._unaligned_access)
+        else:
+            self.uc.hook_del(self._unaligned_hook)
+            self._unaligned_hook = None
+        self.uc.ctl_flush_tb()
+
+    def _unaligned_access(self, uc: Uc, access: int, address: int, size: int, value: int,
+                          _ud: object) -> None:
+        # Runs before every load and store while UNALIGN_TRP is set: aligned ones return here.
+        if self._unaligned is None and not address & (size - 1):
+            return
+
+        def body() -> None:
+            pending = self._unaligned
+            if pending is None:
+                regs = [uc.reg_read(r) for r in _UNDO_REGS]
+                pending = self._unaligned = _UnalignedAccess(uc.reg_read(A.UC_ARM_REG_PC), address, regs)
+                self._request_stop()
+            if access == UC_MEM_WRITE and self.chip.in_sram(address, size):
+                # The hook runs before the store: keep what it overwrites (every store of a
+                # faulting LDM/STM too) so the instruction can be undone.
+                pending.overwritten.append((address, bytes(uc.mem_read(address, size))))
+        self._in_hook(uc, body)
+
+    def _unaligned_fault(self) -> None:
+        u, self._unaligned = self._unaligned, None
+        assert u is not None
+        for address, data in reversed(u.overwritten):
+            self.uc.mem_write(address, data)
+        for reg, value in zip(_UNDO_REGS, u.registers, strict=True):
+            self.uc.reg_write(reg, value)
+        self._fault("UNALIGNED", u.pc, u.address, u.pc)
+
     def _stackable(self, address: int, size: int) -> bool:
         return self.chip.in_sram(address, size)
 
@@ -878,6 +1016,35 @@ class Machine:
         model = self.models.get(name)
         if model is not None:
             model.reset()
+
+
+_GPR = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
+    A.UC_ARM_REG_SP, A.UC_ARM_REG_LR, A.UC_ARM_REG_PC)
+_UNDO_REGS = _GPR[:15]  # what a load or store can change: R0-R12, SP (writeback), LR
+_CCR_UNALIGN_TRP = 1 << 3
+
+
+class _RegisterReader:
+    """``uc_reg_read`` called through ctypes without the binding's argument checks:
+    a trap hook that tests one register then costs 0.8 us instead of 2 us a call
+    (measured, Unicorn 2.1.4).  Falls back to ``Uc.reg_read``."""
+
+    def __init__(self, uc: Uc) -> None:
+        self._uc = uc
+        self._value = ctypes.c_uint32()
+        self._ref = ctypes.byref(self._value)
+        self._handle = ctypes.c_void_p(uc._uch.value)
+        try:
+            from unicorn.unicorn_py3 import unicorn as binding
+            self._fn = ctypes.CDLL(binding.uclib._name).uc_reg_read
+            self._fn.restype = ctypes.c_int
+        except (ImportError, AttributeError, OSError):
+            self._fn = None
+
+    def read(self, reg: int) -> int:
+        if self._fn is None or self._fn(self._handle, reg, self._ref) != 0:
+            return self._uc.reg_read(reg)
+        return self._value.value
 
 
 _POLL_REGS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
