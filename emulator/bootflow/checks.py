@@ -8,6 +8,7 @@ the time each DFU request kept the device busy, and the jump.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -45,6 +46,9 @@ class CheckReport:
     chip: str
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    # Each erase order's run, boards included, for the HTML report (not in as_dict).
+    outcomes: dict[str, FlashOutcome] = field(default_factory=dict, repr=False)
+    wall_s: float | None = None
 
     @property
     def clean(self) -> bool:
@@ -61,6 +65,14 @@ class CheckReport:
 
 def check(boot: str, app: str, *, erase_orders: tuple[str, ...] = ERASE_ORDERS, chip: str | None = None,
           app_address: int | None = None, run_ns: int = 2_000_000_000) -> CheckReport:
+    started = time.perf_counter()
+    report = _check(boot, app, erase_orders, chip, app_address, run_ns)
+    report.wall_s = time.perf_counter() - started
+    return report
+
+
+def _check(boot: str, app: str, erase_orders: tuple[str, ...], chip: str | None, app_address: int | None,
+           run_ns: int) -> CheckReport:
     try:
         the_chip = get_chip(chip)
     except ValueError as e:
@@ -81,6 +93,7 @@ def check(boot: str, app: str, *, erase_orders: tuple[str, ...] = ERASE_ORDERS, 
         report.add(Finding("bootloader-never-attached", "the bootloader never connected to USB in DFU mode",
                            {"detail": str(e)}, "RM0008 §23.4.2"))
         return report
+    report.outcomes = outcomes
     for order, outcome in outcomes.items():
         report.runs[order] = _run_summary(outcome)
         _download_checks(report, order, outcome, the_chip)

@@ -385,14 +385,17 @@ def _new_board(plan: _Plan) -> Board:
                                     flash_timing=plan.flash_timing))
 
 
-def _download(board: Board, plan: _Plan) -> str | None:
+def _download(board: Board, plan: _Plan, seen: dict[str, Any] | None = None) -> str | None:
     """The same session as ``flash_and_boot``: download, then BOOT1 high and leave.
-    Returns an error text, or None.  A power cut raises :class:`_PowerCut`."""
+    Returns an error text, or None.  A power cut raises :class:`_PowerCut`.
+    ``seen`` receives the DfuSe layout string the device presents."""
     target = attach(board)
     transport = PyUsbTransport(target.device, wait_ms=target.wait_ms, now_ns=target.now_ns)
     try:
         client = DfuClient(transport, 0)
         client.start()
+        if seen is not None:
+            seen["layout_string"] = client.alt_setting.name
         layout = parse_layout(client.alt_setting.name)
         client.download_dfuse(plan.image, layout, erase_order=plan.erase_order)
         board.machine.drive_pin(*BOOT1_PIN, True)
@@ -446,6 +449,11 @@ class SweepReport:
     expected_uart: str | None
     trials: list[Trial] = field(default_factory=list)
     wall_s: float = 0.0
+    # For the HTML report: the reference board (its events and flash journal), the
+    # application's address range and the layout string the device presented.
+    reference_board: Board | None = field(default=None, repr=False)
+    app_range: tuple[int, int] | None = None
+    layout_string: str | None = None
 
     def counts(self) -> dict[str, int]:
         c = dict.fromkeys(OUTCOMES, 0)
@@ -506,7 +514,8 @@ def sweep(boot_image: str, app_file: str, *, points: PointSpec = "default",
     m = board.machine
     initial = bytes(m.flash.storage)
     tap = _Tap(m)
-    error = _download(board, plan)
+    seen: dict[str, Any] = {}
+    error = _download(board, plan, seen)
     tap.detach()
     ops = tap.ops
     flash_end = m.chip.flash_base + m.chip.flash_size
@@ -514,7 +523,8 @@ def sweep(boot_image: str, app_file: str, *, points: PointSpec = "default",
     boot_region = (m.chip.flash_base, app_range[0])
     ref = _observe_after_leave(m, region, boot_region, run_ns)
     expected_uart = ref.uart_after_jump if ref.jumped and ref.stop_clean and not ref.faults and not error else None
-    report = SweepReport(boot_image, app_file, erase_order, ops, ref, error, expected_uart)
+    report = SweepReport(boot_image, app_file, erase_order, ops, ref, error, expected_uart, reference_board=board,
+                         app_range=app_range, layout_string=seen.get("layout_string"))
 
     page = m.flash.page_size
     chosen = select_points(ops, points, page_size=page, image_range=app_range)
