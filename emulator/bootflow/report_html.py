@@ -65,8 +65,10 @@ def nice_step(span_ns: float, target_ticks: int = 10) -> int:
 
 
 def tick_label(ns: int, step: int) -> str:
-    if step >= 1_000_000_000 or ns >= 1_000_000_000 and step >= 100_000_000:
-        return f"{ns / 1e9:g} s"
+    """A tick's time in the unit its step needs: seconds past 1 s while the step is whole milliseconds."""
+    if step >= 1_000_000_000 or ns >= 1_000_000_000 and step >= 1_000_000:
+        decimals = max(0, math.ceil(-math.log10(step / 1e9) - 1e-9))
+        return f"{ns / 1e9:.{decimals}f} s"
     if step >= 1_000_000:
         return f"{ns / 1e6:g} ms"
     if step >= 1_000:
@@ -297,7 +299,8 @@ def _timeline_section(doc: ReportDoc) -> str:
     out = ['<section id="timeline"><h2>Timeline</h2>',
            '<p class="explain">Emulated time left to right. Scroll the mouse wheel over a timeline to zoom, drag '
            "to pan, click a boot phase to zoom to it, double-click to see the whole run again. Hover a mark for "
-           "its time, PC, symbol and manual reference; every mark is also a row of the event table below.</p>",
+           "its time, PC, symbol and manual reference; every mark is also a row of the event table below. "
+           "A link ending in <code>#t=5.8-6.1</code> opens the timelines on that window (seconds).</p>",
            '<div class="legend">'
            + "".join(f'<span class="legend-item"><svg width="14" height="14"><rect class="ev t-{t}" x="1" y="1" '
                      f'width="12" height="12"/></svg>{_e(title)}</span>'
@@ -595,7 +598,7 @@ JS = """
     return 10 * p;
   }
   function label(ns, step) {
-    if (step >= 1e9 || (ns >= 1e9 && step >= 1e8)) { return +(ns / 1e9).toPrecision(12) + ' s'; }
+    if (step >= 1e9 || (ns >= 1e9 && step >= 1e6)) { return (ns / 1e9).toFixed(Math.max(0, Math.ceil(-Math.log10(step / 1e9) - 1e-9))) + ' s'; }
     if (step >= 1e6) { return +(ns / 1e6).toPrecision(12) + ' ms'; }
     if (step >= 1e3) { return +(ns / 1e3).toPrecision(12) + ' \\u00b5s'; }
     return ns + ' ns';
@@ -705,6 +708,9 @@ JS = """
       });
     }
     draw();
+    // A link ending in #t=START-END (seconds) opens every timeline on that window.
+    var m = /(?:^#|&)t=([0-9.]+)-([0-9.]+)/.exec(window.location.hash);
+    if (m && +m[2] > +m[1]) { zoomTo(+m[1] * 1e9, +m[2] * 1e9); }
   }
   Array.prototype.forEach.call(document.querySelectorAll('svg.timeline'), setup);
 }());
