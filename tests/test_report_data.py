@@ -242,5 +242,5 @@ def test_images_in_the_header_carry_their_sha256(tmp_path):
 
 def test_header_options_leave_out_the_report_path_and_unset_flags():
     opts = rd.options_text({"report": "x.html", "json": False, "chip": None, "erase_order": "both",
-                            "address": 0x0800_8000, "func": print})
-    assert opts == {"erase-order": "both", "address": "0x08008000"}
+                            "address": 0x0800_8000, "func": print, "max_time": 2_000_000_000})
+    assert opts == {"erase-order": "both", "address": "0x08008000", "max-time": "2s"}

@@ -791,11 +791,19 @@ def options_text(options: Mapping[str, Any]) -> dict[str, str]:
         if k.startswith("sweep") and not sweeping:
             continue
         if k in ("max_time",) and isinstance(v, int):
-            v = format_ns(v)
+            v = duration_text(v)
         elif k in ("address", "base", "fops") and isinstance(v, int):
             v = f"0x{v:08X}"
         out[k.replace("_", "-")] = str(v)
     return out
+
+
+def duration_text(ns: int) -> str:
+    """A duration as a user would type it (``2s``, ``500ms``): what ``--max-time`` accepts."""
+    for unit, scale in (("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)):
+        if ns >= scale and ns % scale == 0:
+            return f"{ns // scale}{unit}"
+    return f"{ns}ns"
 
 
 def machine_timeline(board: Board, extra: Iterable[TimelineItem] = ()) -> Timeline:
