@@ -11,6 +11,7 @@ DFU, from where the bootloader put the application), never assumed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -57,6 +58,9 @@ class CheckReport:
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what was done and what could not be, said plainly
     device: dict[str, Any] | None = None  # the DFU interface used, its protocol and functional descriptor
+    # Each erase order's run, boards included, for the HTML report (not in as_dict).
+    outcomes: dict[str, FlashOutcome] = field(default_factory=dict, repr=False)
+    wall_s: float | None = None
 
     @property
     def clean(self) -> bool:
@@ -81,6 +85,18 @@ def check(boot: str, app: str, *, erase_orders: tuple[str, ...] = ERASE_ORDERS, 
           boot1: bool = False, boot1_after: bool = True, pins: Sequence[PinSetting] = (),
           bkp: Sequence[BkpSetting] = (), pins_after: Sequence[PinSetting] = (),
           bkp_after: Sequence[BkpSetting] = (), leave: str = "auto") -> CheckReport:
+    started = time.perf_counter()
+    report = _check(boot, app, erase_orders=erase_orders, chip=chip, app_address=app_address, run_ns=run_ns,
+                    selector=selector, boot1=boot1, boot1_after=boot1_after, pins=pins, bkp=bkp,
+                    pins_after=pins_after, bkp_after=bkp_after, leave=leave)
+    report.wall_s = time.perf_counter() - started
+    return report
+
+
+def _check(boot: str, app: str, *, erase_orders: tuple[str, ...], chip: str | None, app_address: int | None,
+           run_ns: int, selector: DfuSelector | None, boot1: bool, boot1_after: bool,
+           pins: Sequence[PinSetting], bkp: Sequence[BkpSetting], pins_after: Sequence[PinSetting],
+           bkp_after: Sequence[BkpSetting], leave: str) -> CheckReport:
     try:
         the_chip = get_chip(chip)
     except ValueError as e:
@@ -114,6 +130,7 @@ def check(boot: str, app: str, *, erase_orders: tuple[str, ...] = ERASE_ORDERS, 
         return report
     first = next(iter(outcomes.values()))
     report.device = _device(first)
+    report.outcomes = outcomes
     for order, outcome in outcomes.items():
         report.runs[order] = _run_summary(outcome)
         _download_checks(report, order, outcome, the_chip)

@@ -472,6 +472,11 @@ class SweepReport:
     trials: list[Trial] = field(default_factory=list)
     wall_s: float = 0.0
     flash_problem: str | None = None  # the reference download left other bytes than were sent
+    # For the HTML report: the reference board (its events and flash journal), the
+    # application's address range and the layout string the device presented.
+    reference_board: Board | None = field(default=None, repr=False)
+    app_range: tuple[int, int] | None = None
+    layout_string: str | None = None
 
     def counts(self) -> dict[str, int]:
         c = dict.fromkeys(OUTCOMES, 0)
@@ -557,7 +562,8 @@ def sweep(boot_image: str, app_file: str, *, points: PointSpec = "default",
     ref = _observe_after_leave(m, region, boot_region, run_ns, plan.after)
     expected_uart = ref.uart_after_jump if ref.jumped and ref.stop_clean and not ref.faults and not error else None
     report = SweepReport(boot_image, app_file, erase_order, ops, ref, error, expected_uart,
-                         flash_problem=flash_problem)
+                         flash_problem=flash_problem, reference_board=board, app_range=app_range,
+                         layout_string=outcome.layout_string)
 
     page = m.flash.page_size
     chosen = select_points(ops, points, page_size=page, image_range=app_range)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from emulator.bootflow import report
+from emulator.bootflow import report, report_data, report_html
 from emulator.bootflow.checks import ERASE_ORDERS, check
 from emulator.cli.common import (
     EXIT_CLEAN,
@@ -31,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ck.add_argument("--max-time", type=parse_duration, default=parse_duration("2s"),
                     help="emulated time the application may run after the jump (default 2s)")
     ck.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    ck.add_argument("--report", metavar="FILE.html",
+                    help="write a self-contained HTML report of the boot flow (timeline, flash map, findings)")
     ck.set_defaults(func=cmd_check)
 
 
@@ -38,6 +40,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     orders = ERASE_ORDERS if args.erase_order == "both" else (args.erase_order,)
     result = check(args.image, args.app, erase_orders=orders, chip=args.chip, app_address=args.address,
                    run_ns=args.max_time, **flow_options(args))  # type: ignore[arg-type]
+    if args.report:
+        report_html.write_html(args.report, report_data.check_document(result, vars(args), result.wall_s))
     if args.json:
         print(report.to_json(result.as_dict()))
     else:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
-from emulator.bootflow import report
+from emulator.bootflow import report, report_data, report_html
 from emulator.bootflow.powercut import DEFAULT_RUN_NS, parse_points, render, sweep
 from emulator.bootflow.scenario import flash_and_boot, outcome_summary
 from emulator.cli.common import (
@@ -40,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="emulated time the application may run after the reset (default 2s)")
     fl.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
     fl.add_argument("--explain", action="store_true", help="narrate the boot flow step by step on stdout")
+    fl.add_argument("--report", metavar="FILE.html",
+                    help="write a self-contained HTML report of the boot flow (timeline, flash map, findings)")
     fl.add_argument("--transport", choices=("usb", "fops"), default="usb",
                     help="usb: the bootloader's own USB DFU stack; fops: call its USBD_DFU_fops_FS "
                          "functions directly, USB bypassed")
@@ -57,6 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_flash(args: argparse.Namespace) -> int:
     if args.power_cut_sweep:
         return cmd_power_cut_sweep(args)
+    started = time.perf_counter()
     common = {"app_address": args.address, "erase_order": args.erase_order, "verify": not args.no_verify,
               "chip": args.chip, "flash_file": args.flash_file, "flash_timing": args.flash_timing,
               "run_ns": args.max_time, **flow_options(args)}
@@ -70,6 +74,9 @@ def cmd_flash(args: argparse.Namespace) -> int:
     else:
         outcome = flash_and_boot(args.image, args.app, **common)
     data = outcome_summary(outcome)
+    if args.report:
+        report_html.write_html(args.report, report_data.flash_document(outcome, args.image, args.app, vars(args),
+                                                                       time.perf_counter() - started))
     if args.explain:
         from emulator.bootflow.explain import narrate
         data["explain"] = narrate(outcome)
@@ -100,6 +107,8 @@ def cmd_power_cut_sweep(args: argparse.Namespace) -> int:
                     flash_timing=getattr(args, "flash_timing", "typical"), **options)
     except ValueError as e:
         raise EmulatorError(str(e)) from None
+    if getattr(args, "report", None):
+        report_html.write_html(args.report, report_data.sweep_document(rep, vars(args)))
     if getattr(args, "json", False):
         print(rep.to_json())
     else:

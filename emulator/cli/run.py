@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from emulator.bootflow import report
+from emulator.bootflow import report, report_data, report_html
 from emulator.cli.common import EXIT_CLEAN, EXIT_FAILED, add_board_arguments, board_options
 from emulator.core.arguments import parse_duration, parse_int
 from emulator.core.machine import EmulatorError, Machine, write_stdout
@@ -25,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--uart1-rx", metavar="FILE", help="feed FILE's bytes to USART1's receiver")
     run.add_argument("--flash-journal", metavar="FILE", help="write the flash operation journal as JSON")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+    run.add_argument("--report", metavar="FILE.html",
+                     help="write a self-contained HTML report of the boot flow (timeline, flash map, findings)")
     run.add_argument("--trace", action="store_true", help="log every peripheral access to stderr")
     run.add_argument("-v", "--verbose", action="store_true", help="log unmodelled accesses as they happen")
     run.set_defaults(func=cmd_run)
@@ -70,6 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if uart_file is not None:
             uart_file.close()
     data = report.summary(board, stop, wall)
+    if args.report:
+        report_html.write_html(args.report, report_data.run_document(board, stop, vars(args), wall))
     if args.json:
         print(report.to_json(data))
     else:

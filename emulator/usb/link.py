@@ -12,6 +12,7 @@ from emulator.core.machine import Machine
 from emulator.usb.host import ModelWire, VirtualHost
 from emulator.usb.pcap import UsbCapture
 from emulator.usb.pyusb_backend import EmulatedBackend
+from emulator.usb.request_log import RequestLog
 
 
 class MachineRunner:
@@ -51,6 +52,8 @@ def connect(machine: Machine, *, pcap_path: str | None = None, address: int = 1,
     between two instructions), only to show what real USB stacks do on it.
     """
     host = VirtualHost(ModelWire(machine.usb, MachineRunner(machine), timed=timed))
+    # The host's requests join the boot-flow events the reports are built from.
+    host.add_monitor(RequestLog(machine))
     capture = None
     if pcap_path is not None:
         capture = UsbCapture()
