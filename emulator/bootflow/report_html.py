@@ -287,7 +287,8 @@ def _item_tip(item: Any) -> str:
     if item.detail:
         lines.append(item.detail)
     if item.pc:
-        lines.append(f"PC {at(item.pc, item.symbol)}")
+        named = at(item.pc, item.symbol) != f"0x{item.pc:08X}"  # a symbol, not the address again
+        lines.append(f"PC 0x{item.pc:08X}" + (f" {item.symbol}" if named else ""))
     if item.reference:
         lines.append(f"see {item.reference}")
     return "\n".join(lines)
