@@ -302,3 +302,50 @@ def test_output_piped_into_head_ends_without_a_traceback() -> None:
                           shell=True, capture_output=True, cwd="/", env=env, check=False)
     assert proc.stdout == b"{\n"
     assert proc.stderr == b""
+
+
+# -- malformed USB traffic through the pyusb backend -----------------------------------------------------------
+SET_ADDRESS_0800 = bytes([0x21]) + (0x0800_0000).to_bytes(4, "little")  # DfuSe: point at the bootloader
+ERASE_0800 = bytes([0x41]) + (0x0800_0000).to_bytes(4, "little")
+USB_CASES = {
+    "dnload-to-a-missing-interface": [(0x21, 1, 2, 5, b"\x00" * 16)],
+    "upload-past-the-end-of-the-address-space": [(0xA1, 2, 0xFFFF, 0, 2048)],
+    "getstatus-host-to-device": [(0x21, 3, 0, 0, b"\x00" * 6)],
+    "detach-in-dfu-mode": [(0x21, 0, 1000, 0, b"")],
+    "unknown-descriptor-type": [(0x80, 6, 0x7700, 0, 255)],
+    "string-descriptor-past-the-last": [(0x80, 6, 0x03FE, 0x0409, 255)],
+    "set-interface-to-a-missing-alt": [(0x01, 11, 9, 0, b"")],
+    "vendor-request": [(0xC0, 0x42, 0, 0, 64)],
+    "dnload-larger-than-wtransfersize": [(0x21, 1, 2, 0, b"\x00" * 4096)],
+    "write-into-the-bootloader": [(0x21, 1, 0, 0, SET_ADDRESS_0800), (0xA1, 3, 0, 0, 6), (0xA1, 3, 0, 0, 6),
+                                  (0x21, 1, 2, 0, b"\x00" * 64), (0xA1, 3, 0, 0, 6), (0xA1, 3, 0, 0, 6)],
+    "erase-the-bootloader": [(0x21, 1, 0, 0, ERASE_0800), (0xA1, 3, 0, 0, 6), (0xA1, 3, 0, 0, 6)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(USB_CASES))
+def test_malformed_usb_traffic_through_pyusb_is_a_usb_error_and_leaves_the_bootloader_alone(name: str) -> None:
+    import usb.core
+
+    from emulator.usb.target import open_emulated
+
+    target = open_emulated(str(IMAGES / "boot_fixed.elf"))
+    m = target.board.machine
+    boot = target.board.layout.images[0]
+    before = m.read_flash(boot.start, boot.end - boot.start)
+    refused = 0
+    try:
+        for bm, req, value, index, data in USB_CASES[name]:
+            try:
+                answer = target.device.ctrl_transfer(bm, req, value, index, data, timeout=1000)
+            except usb.core.USBError:
+                refused += 1
+            else:
+                if req == 3 and len(answer) == 6 and answer[4] == 10:  # GETSTATUS: dfuERROR
+                    refused += 1
+        status = target.device.ctrl_transfer(0xA1, 3, 0, 0, 6)  # the device still answers
+    finally:
+        target.close()
+    assert refused >= 1
+    assert len(status) == 6
+    assert m.read_flash(boot.start, boot.end - boot.start) == before
