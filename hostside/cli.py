@@ -29,9 +29,13 @@ Tests and the emulator inject devices through ``main(argv, transports=...)``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from hostside import selection
@@ -157,8 +161,48 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(EX_USAGE, message)
 
 
+EX_BROKEN_PIPE = 141  # the reader of stdout went away (| head): quiet, as a tool killed by SIGPIPE
+EX_INTERRUPTED = 130
+
+# What --help says about exit statuses (the table above, as dfu-util uses sysexits.h).
+EXIT_CODES = (
+    (EX_OK, "success (a device that resets after :leave is success)"),
+    (EX_USAGE, "bad option, -s unparsable, address outside every segment or in a read-only one, image "
+               "larger than the target, -t above the device's wTransferSize, :mass-erase or :unprotect "
+               "without :force, a bad --emulate option"),
+    (EX_DATAERR, "firmware file (or --emulate image) damaged: bad magic, CRC, truncated, overlap"),
+    (EX_NOINPUT, "firmware file (or --emulate image) cannot be read"),
+    (EX_UNAVAILABLE, "no USB backend (libusb), emulation not installed"),
+    (EX_SOFTWARE, "a bug in this program (one line, no traceback)"),
+    (EX_CANTCREAT, "upload file (or --emulate --flash/--usb-pcap file) cannot be written"),
+    (EX_IOERR, "no device or several, DFU status error (errADDRESS ...), stall, timeout, device gone "
+               "mid-operation, unparsable memory layout, verify mismatch"),
+    (EX_PROTOCOL, "device in an unexpected DFU state"),
+    (EX_INTERRUPTED, "interrupted (Ctrl-C)"),
+    (EX_BROKEN_PIPE, "the reader of stdout went away (e.g. | head): stops quietly"),
+)
+
+
+def exit_code_table() -> str:
+    lines = ["exit codes (sysexits.h, as dfu-util):"]
+    for code, meaning in EXIT_CODES:
+        wrapped = textwrap.wrap(meaning, 80)
+        lines.append(f"  {code:>3}  {wrapped[0]}")
+        lines += [f"       {more}" for more in wrapped[1:]]
+    return "\n".join(lines)
+
+
+def _prog() -> str:
+    """``python -m hostside``, or the console script's own name (``stm32-dfu``)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if not name or name == "-c" or name.endswith(".py"):
+        return "python -m hostside"
+    return name
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m hostside", allow_abbrev=False,
+    p = _Parser(prog=_prog(), allow_abbrev=False, epilog=exit_code_table(),
+                formatter_class=argparse.RawDescriptionHelpFormatter,
                 description="DFU 1.1 / DfuSe client in the manner of dfu-util.")
     p.add_argument("-l", "--list", action="store_true", help="list DFU capable devices")
     p.add_argument("-d", "--device", metavar="VID:PID[,VID:PID]", help="vendor/product ids (hex)")
@@ -194,6 +238,7 @@ class ProgressView:
         self.erases: list[BusyTiming] = []
         self._progress: Any = None
         self._tasks: dict[str, Any] = {}
+        self._started = False
         if enabled:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -205,12 +250,10 @@ class ProgressView:
             )
 
     def __enter__(self) -> ProgressView:
-        if self._progress is not None:
-            self._progress.start()
-        return self
+        return self  # the bar starts with the first event: a run that fails before any prints no blank line
 
     def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._started:
             self._progress.stop()
 
     def __call__(self, ev: ProgressEvent) -> None:
@@ -222,6 +265,9 @@ class ProgressView:
                       f"({ev.timing.polls} polls, {ev.timing.poll_wait_ms} ms poll timeouts)", file=self.stream)
         if self._progress is None:
             return
+        if not self._started:
+            self._progress.start()
+            self._started = True
         task = self._tasks.get(ev.phase)
         total = ev.total or None
         if task is None:
@@ -265,7 +311,8 @@ def _load_emulator() -> Callable[[str, Sequence[str]], Any]:
     This is the seam for ``--emulate``: hostside imports no emulator module; an
     installed emulator names a function ``open_emulated(boot_image, options)``
     returning an object with ``device`` (a pyusb device), ``wait_ms``, ``now_ns``
-    and ``close``.
+    and ``close``.  An exception it raises with an integer ``exit_code`` attribute
+    (a sysexits.h value) is reported in one line with that exit status.
     """
     from importlib.metadata import entry_points
 
@@ -283,9 +330,12 @@ def _open_emulated(boot_image: str, options: list[str]) -> tuple[Transport, Call
         target = open_emulated(boot_image, options)
     except CliError:
         raise
-    except FileNotFoundError as exc:
-        raise CliError(EX_NOINPUT, f"cannot start the emulator: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - whatever the emulator raises becomes one line
+        code = getattr(exc, "exit_code", None)
+        if isinstance(code, int) and not isinstance(code, bool):  # the emulator names the exit status
+            raise CliError(code, str(exc)) from None
+        if isinstance(exc, FileNotFoundError):
+            raise CliError(EX_NOINPUT, f"cannot start the emulator: {exc}") from None
         raise CliError(EX_SOFTWARE, f"cannot start the emulator: {type(exc).__name__}: {exc}") from None
     return PyUsbTransport(target.device, wait_ms=target.wait_ms, now_ns=target.now_ns), target.close
 
@@ -416,6 +466,23 @@ def _do_upload(args: argparse.Namespace, opts: DfuseOptions, client: DfuClient, 
     print(f"Uploaded {len(data)} bytes from 0x{address:08X} to {args.upload} ({kind})", file=out)
 
 
+def _check_writable(path: str) -> None:
+    """The upload file must be creatable before anything is read from the device (EX_CANTCREAT)."""
+    p = Path(path)
+    if not p.parent.is_dir():
+        raise CliError(EX_CANTCREAT, f"cannot write {path}: no such directory {p.parent}")
+    if p.is_dir():
+        raise CliError(EX_CANTCREAT, f"cannot write {path}: is a directory")
+    existed = p.exists()
+    try:
+        with open(p, "ab"):  # append: an existing file keeps its contents until the upload replaces them
+            pass
+    except OSError as exc:
+        raise CliError(EX_CANTCREAT, f"cannot write {path}: {exc.strerror}") from None
+    if not existed:
+        p.unlink(missing_ok=True)
+
+
 def _size(text: str) -> int:
     try:
         value = parse_number(text)
@@ -432,6 +499,8 @@ def _run(args: argparse.Namespace, extra: list[str], transports: TransportSource
         raise CliError(EX_USAGE, f"unrecognized arguments: {' '.join(extra)}")
     opts = parse_dfuse_options(args.dfuse_address) if args.dfuse_address else DfuseOptions()
     flt = parse_device_ids(args.device) if args.device else UsbFilter()
+    if args.upload:
+        _check_writable(args.upload)
     closers: list[Callable[[], None]] = []
     try:
         if args.emulate:
@@ -464,6 +533,12 @@ def _run(args: argparse.Namespace, extra: list[str], transports: TransportSource
         view = ProgressView(err, enabled=not args.no_progress, verbose=args.verbose)
         transfer = _size(args.transfer_size) if args.transfer_size else None
         client = DfuClient(transport, alt, transfer_size=transfer, progress=view)
+        if transfer is not None and transfer > client.functional.transfer_size:
+            # DFU 1.1 §4.1.3: wTransferSize is the most a device takes in one DNLOAD or gives in one UPLOAD;
+            # a larger block stalls, after the erase has already happened.
+            raise CliError(EX_USAGE, f"-t {args.transfer_size}: larger than the device's wTransferSize "
+                                     f"({client.functional.transfer_size} bytes), the most it takes per "
+                                     "request (DFU 1.1 §4.1.3); nothing was sent")
         if args.detach:
             client.detach()
             if not client.functional.will_detach:
@@ -524,14 +599,44 @@ def main(argv: Sequence[str] | None = None, *, transports: TransportSource | Non
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     try:
+        code = _main(argv, transports, out, err)
+        out.flush()  # a reader that went away shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        if out is sys.stdout:
+            _silence_stdout()
+        return EX_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None, transports: TransportSource | None, out: TextIO, err: TextIO) -> int:
+    try:
         args, extra = build_parser().parse_known_args(list(argv) if argv is not None else None)
         return _run(args, extra, transports, out, err)
     except KeyboardInterrupt:
-        print("error: interrupted", file=err)
-        return 130
+        _print_error("interrupted", err)
+        return EX_INTERRUPTED
     except SystemExit as exc:  # argparse --help
         return int(exc.code or 0) if isinstance(exc.code, int) else EX_OK
+    except BrokenPipeError:
+        raise
     except Exception as exc:  # noqa: BLE001 - the CLI's contract is one line, never a traceback
         code, message = _error_line(exc)
-        print("error: " + " ".join(message.split()), file=err)
+        _print_error(message, err)
         return code
+
+
+def _print_error(message: str, err: TextIO) -> None:
+    """One line: whitespace folded, control characters shown escaped."""
+    text = " ".join(message.split())
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    with contextlib.suppress(BrokenPipeError, ValueError):
+        print("error: " + text, file=err)
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so the interpreter's last flush of what is left goes nowhere."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

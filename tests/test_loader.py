@@ -313,7 +313,7 @@ def test_bin_has_no_entry_point_or_symbols() -> None:
     content=st.binary(min_size=1, max_size=256).filter(
         lambda b: not b.startswith(b"\x7fELF") and b[:1] not in b": \t\r\n\xef"
     ),
-    base=st.integers(0x0800_0000, 0x0803_FF00),
+    base=st.integers(0x0800_0000 // 4, 0x0803_FF00 // 4).map(lambda n: n * 4),
 )
 def test_bin_loads_any_content_verbatim_at_its_base(
     tmp_path_factory: pytest.TempPathFactory, content, base
@@ -321,6 +321,13 @@ def test_bin_loads_any_content_verbatim_at_its_base(
     path = tmp_path_factory.mktemp("bin") / "any.bin"
     path.write_bytes(content)
     assert load_image(path, base).segments == [(base, content)]
+
+
+@pytest.mark.parametrize("base", [0x0800_0001, 0x0800_0002, 0x0800_8003])
+def test_bin_at_an_address_that_is_not_word_aligned_is_refused(tmp_path: Path, base: int) -> None:
+    path = write(tmp_path, "app.bin", b"\x00\xc0\x00\x20\x35\x01\x00\x08")
+    with pytest.raises(ImageError, match=f"0x{base:08X} is not word-aligned"):
+        load_image(path, base)
 
 
 def test_format_is_detected_by_content_not_by_file_name(tmp_path: Path) -> None:

@@ -16,7 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from emulator.bootflow.scenario import FlashOutcome, Triggers, _watch_jump, load_application, record_results
+from emulator.bootflow.scenario import (
+    FlashOutcome,
+    Triggers,
+    _watch_jump,
+    check_application,
+    load_application,
+    record_results,
+)
 from emulator.core.machine import EmulatorError, Machine
 from emulator.core.session import BkpSetting, BoardOptions, PinSetting, build_board
 from hostside.dfuse_layout import LayoutError, RegionError, parse_layout
@@ -43,10 +50,23 @@ def find_fops(m: Machine, address: int | None = None) -> FopsTable:
         address = m.symbols.address_of(FOPS_SYMBOL) if m.symbols is not None else None
         if address is None:
             raise EmulatorError(f"no {FOPS_SYMBOL} symbol in the bootloader: give its address with --fops ADDR")
+    chip = m.chip
+    where = f"--fops 0x{address:08X}"
+    if address % 4 or not (chip.in_flash(address, 28) or chip.in_sram(address, 28)):
+        raise EmulatorError(f"{where}: a USBD_DFU_MediaTypeDef is a word-aligned table in flash or SRAM")
     words = [m.read_word(address + 4 * i) for i in range(7)]
-    raw = bytes(m.uc.mem_read(words[0], 128))
-    layout = raw.split(b"\0", 1)[0].decode("latin-1")
-    return FopsTable(address, layout, *(w & ~1 for w in words[1:]))
+    text = words[0]
+    readable = min(128, max(0, chip.flash_end - text) if chip.in_flash(text) else
+                   max(0, chip.sram_end - text) if chip.in_sram(text) else 0)
+    raw = bytes(m.uc.mem_read(text, readable)).split(b"\0", 1)[0] if readable else b""
+    if not raw.startswith(b"@") or not all(0x20 <= b < 0x7F for b in raw):
+        raise EmulatorError(f"{where}: no USBD_DFU_MediaTypeDef there: its first word (0x{text:08X}) does not "
+                            "point to a DfuSe layout string ('@Internal Flash /0x08000000/...')")
+    functions = words[1:]
+    bad = next((w for w in functions if not (w & 1 and chip.in_flash(w & ~1))), None)
+    if bad is not None:
+        raise EmulatorError(f"{where}: no USBD_DFU_MediaTypeDef there: 0x{bad:08X} is not a Thumb function in flash")
+    return FopsTable(address, raw.decode("ascii"), *(w & ~1 for w in functions))
 
 
 def _scratch(m: Machine, size: int) -> int:
@@ -66,7 +86,9 @@ def fops_flash_and_boot(boot_image: str, app_file: str, *, fops_address: int | N
                         pins: Sequence[PinSetting] = (), bkp: Sequence[BkpSetting] = (),
                         pins_after: Sequence[PinSetting] = (),
                         bkp_after: Sequence[BkpSetting] = ()) -> FlashOutcome:
-    image = load_application(app_file, app_address).image
+    loaded = load_application(app_file, app_address)
+    check_application(app_file, loaded, boot_image=boot_image, chip=chip, app_address=app_address)
+    image = loaded.image
     assert image is not None
     board = build_board(BoardOptions(image=boot_image, chip=chip, boot1=boot1, flash_file=flash_file,
                                      flash_timing=flash_timing, pins=pins, bkp=bkp))

@@ -56,6 +56,7 @@ from unicorn import UC_HOOK_CODE
 from emulator.bootflow.scenario import (
     FlashOutcome,
     Triggers,
+    check_application,
     read_application,
     record_results,
     run_session,
@@ -436,6 +437,7 @@ class _Plan:
 def _load_plan(boot_image: str, app_file: str, app_address: int | None, chip: str | None,
                erase_order: str, flash_timing: str) -> _Plan:
     loaded = read_application(app_file, app_address)
+    check_application(app_file, loaded, boot_image=boot_image, chip=chip, app_address=app_address)
     plan = _Plan(boot_image, app_file, loaded, chip, erase_order, flash_timing, address_given=app_address is not None)
     if loaded.image is not None:
         plan.app_start, plan.app_size = loaded.image.start, loaded.image.size

@@ -4,6 +4,7 @@ as a rich panel on stderr or written as JSON."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from rich.console import Console
@@ -26,6 +27,14 @@ def format_ns(ns: int) -> str:
     if ns >= 1000:
         return f"{ns / 1e3:.3f} us"
     return f"{ns} ns"
+
+
+def at(address: int, symbol: str | None) -> str:
+    """``0x08008134 (Reset_Handler)``, or only ``0x08008134`` when no symbol names the address."""
+    text = f"0x{address:08X}"
+    if not symbol or re.fullmatch(r"0x[0-9a-fA-F]+", symbol):  # no symbol: the lookup gave a bare address
+        return text
+    return f"{text} ({symbol})"
 
 
 def summary(board: Board, stop: StopReason, wall_s: float | None = None) -> dict[str, Any]:
@@ -88,7 +97,7 @@ def render(data: dict[str, Any], console: Console | None = None) -> None:
     t = _table()
     reset = data["reset"]
     t.add_row("chip", data["chip"])
-    start = f"MSP 0x{reset['msp']:08X}, PC 0x{reset['pc']:08X} ({reset['symbol']})"
+    start = f"MSP 0x{reset['msp']:08X}, PC {at(reset['pc'], reset['symbol'])}"
     if reset["from_image_table"] is not None:
         start += f"  (started from the image's own table at 0x{reset['from_image_table']:08X}, " \
                  "as a debugger would; VTOR left at its reset value)"
@@ -100,7 +109,7 @@ def render(data: dict[str, Any], console: Console | None = None) -> None:
         t.add_row("exceptions", ", ".join(f"{k}×{v}" for k, v in data["exceptions_taken"].items()))
     for f in data["faults"]:
         where = f"{f['exception']} ({f['cause']}{', escalated' if f['escalated'] else ''}) at " \
-                f"0x{f['pc']:08X} {f['symbol']}"
+                f"{at(f['pc'], f['symbol'])}"
         if f["address"] is not None:
             where += f", address 0x{f['address']:08X}"
         t.add_row("fault", escape(where))
@@ -160,7 +169,7 @@ def render_flash(data: dict[str, Any], console: Console | None = None) -> None:
         t.add_row("left DFU", escape(LEFT_TEXT.get(data["left"], data["left"])))
     j = data["jump"]
     t.add_row("jump", "[bold red]never reached the application's reset handler[/]" if j is None else
-              escape(f"to 0x{j['address']:08X} ({j['symbol']}) with MSP 0x{j['msp']:08X} "
+              escape(f"to {at(j['address'], j['symbol'])} with MSP 0x{j['msp']:08X} "
                      f"at {format_ns(j['time_ns'])}"))
     if data["stop"] is not None:
         t.add_row("ended", escape(f"{data['stop']['reason']}: {data['stop']['detail']}"))
@@ -191,6 +200,29 @@ def flash_check_text(c: dict[str, Any]) -> str:
             + (", …" if c["differing_bytes"] > len(c["differences"]) else "") + ")")
 
 
+_HEX = re.compile(r"0x[0-9a-fA-F]{1,8}")
+
+
+def evidence_text(value: Any) -> str:
+    """A finding's evidence as a reader wants it: addresses as 0x08040000 (not Python's 0x8040000),
+    lists comma-separated, nested ones and mappings in parentheses, no Python quotes or brackets."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        return f"0x{int(value, 16):08X}" if _HEX.fullmatch(value) else value
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_nested(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, list | tuple):
+        sentences = any(isinstance(v, str) and " " in v for v in value)
+        return ("; " if sentences else ", ").join(_nested(v) for v in value) or "none"
+    return str(value)
+
+
+def _nested(value: Any) -> str:
+    text = evidence_text(value)
+    return f"({text})" if isinstance(value, dict | list | tuple) and value else text
+
+
 def render_check(data: dict[str, Any], console: Console | None = None) -> None:
     """``python -m emulator check``: one block per finding, evidence indented."""
     console = console or _stderr_console()
@@ -214,7 +246,7 @@ def render_check(data: dict[str, Any], console: Console | None = None) -> None:
         if flash is not None and not flash["ok"]:
             verdict += ", flash differs from the image"
         jump = run.get("jump")
-        jumped = (f"jumped to 0x{jump['address']:08X} ({jump['symbol']}) at {format_ns(jump['time_ns'])}"
+        jumped = (f"jumped to {at(jump['address'], jump['symbol'])} at {format_ns(jump['time_ns'])}"
                   if jump else f"jumped={run['jumped']}")
         t.add_row(f"run {order}", escape(f"download {'ok' if run['download_ok'] else 'failed'}, {verdict}, "
                                          f"{jumped}, ended {run['stop']}"))
@@ -227,7 +259,7 @@ def render_check(data: dict[str, Any], console: Console | None = None) -> None:
     for f in data["findings"]:
         console.print(f"[bold red]{f['id']}[/]: {escape(f['title'])}")
         for key, value in f["evidence"].items():
-            console.print(f"    {key}: {escape(str(value))}")
+            console.print(f"    {key}: {escape(evidence_text(value))}")
         if f["reference"]:
             console.print(f"    [dim]see {escape(f['reference'])}[/]")
     console.print(f"[bold red]{len(data['findings'])} finding(s)[/]")

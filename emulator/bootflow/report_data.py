@@ -28,7 +28,7 @@ from typing import Any
 from emulator.bootflow.checks import CheckReport, Finding
 from emulator.bootflow.explain import STEPS
 from emulator.bootflow.powercut import SweepReport, Trial, _evidence, _op_text
-from emulator.bootflow.report import format_ns
+from emulator.bootflow.report import at, format_ns
 from emulator.bootflow.scenario import FlashOutcome
 from emulator.core.chips import Chip
 from emulator.core.machine import StopReason
@@ -890,9 +890,9 @@ def flash_document(outcome: FlashOutcome, boot: str, app: str, options: Mapping[
 def run_document(board: Board, stop: StopReason, options: Mapping[str, Any], wall_s: float | None = None) -> ReportDoc:
     m = board.machine
     summary = [("ended", f"{stop.kind}: {stop.detail}", "ok" if stop.clean else "bad"),
-               ("reset", f"MSP 0x{m.reset_msp:08X}, PC 0x{m.reset_pc:08X} ({m.symbol(m.reset_pc & ~1)})", "n")]
+               ("reset", f"MSP 0x{m.reset_msp:08X}, PC {at(m.reset_pc, m.symbol(m.reset_pc & ~1))}", "n")]
     for f in m.faults:
-        summary.append(("fault", f"{exception_name(f.exception)} ({f.cause}) at 0x{f.pc:08X} {m.symbol(f.pc)}", "bad"))
+        summary.append(("fault", f"{exception_name(f.exception)} ({f.cause}) at {at(f.pc, m.symbol(f.pc))}", "bad"))
     images = board.layout.images
     view = RunView("run", "run", summary, machine_timeline(board), machine_flash_map(board), None,
                    {f"USART{n}": bytes(v).decode("latin-1") for n, v in sorted(m.uart_output.items())}, m.now_ns)

@@ -16,7 +16,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from emulator.bootflow.report import format_ns
+from emulator.bootflow.report import at, format_ns
 from emulator.bootflow.report_data import (
     PAGE_STATE_TITLES,
     PAGE_STATES,
@@ -287,7 +287,8 @@ def _item_tip(item: Any) -> str:
     if item.detail:
         lines.append(item.detail)
     if item.pc:
-        lines.append(f"PC 0x{item.pc:08X} {item.symbol}")
+        named = at(item.pc, item.symbol) != f"0x{item.pc:08X}"  # a symbol, not the address again
+        lines.append(f"PC 0x{item.pc:08X}" + (f" {item.symbol}" if named else ""))
     if item.reference:
         lines.append(f"see {item.reference}")
     return "\n".join(lines)

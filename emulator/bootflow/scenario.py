@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import usb.core
 from unicorn import UC_HOOK_CODE
 
+from emulator.core.chips import get_chip
 from emulator.core.flashcheck import compare_flash, landing_address
+from emulator.core.loader import Image, ImageError, load_image, place_images
 from emulator.core.machine import EmulatorError, StopReason
 from emulator.core.session import (
     BOOT1_PIN,
+    BadImage,
     BkpSetting,
     Board,
     BoardOptions,
@@ -122,6 +126,52 @@ def read_application(app_file: str, app_address: int | None) -> LoadedFile:
     return loaded
 
 
+def check_application(app_file: str, loaded: LoadedFile, *, boot_image: str, chip: str | None,
+                      app_address: int | None) -> None:
+    """Refuse, in one line (:class:`BadImage`, exit 2), an application no host would send: it passes
+    the checks every image passes (:mod:`emulator.core.loader`: an ELF for ARM, little-endian,
+    32-bit; its data inside the chip's flash, no larger than it), and an ``--address`` given must be
+    word-aligned, inside flash and clear of the bootloader image.
+
+    An application file whose own addresses lie over the bootloader is not refused here: that is
+    the application's defect, which ``check`` names (``application-linked-over-bootloader``)."""
+    try:
+        the_chip = get_chip(chip)
+    except ValueError as e:
+        raise EmulatorError(str(e)) from None
+    where = f"--address 0x{app_address:08X}" if app_address is not None else ""
+    if app_address is not None and not the_chip.in_flash(app_address, 1):
+        raise EmulatorError(f"{where} is outside {the_chip.name} flash "
+                            f"0x{the_chip.flash_base:08X}-0x{the_chip.flash_end - 1:08X}")
+    if app_address is not None and app_address % 4:
+        raise EmulatorError(f"{where} is not word-aligned: an application starts with its vector table")
+    try:
+        if loaded.kind == "elf":
+            load_image(app_file)  # machine, class, byte order, corrupt program headers
+        if loaded.image is not None:
+            place_images([Image(Path(app_file), loaded.kind,
+                                [(s.address, bytes(s.data)) for s in loaded.image.segments])], the_chip)
+        elif len(loaded.raw) > the_chip.flash_size:
+            raise ImageError(f"{app_file} holds {len(loaded.raw)} bytes, more than the "
+                             f"{the_chip.flash_size_kib} KiB ({the_chip.flash_size} bytes) of {the_chip.name} flash")
+    except ImageError as e:
+        raise BadImage(str(e)) from None
+    if app_address is None:
+        return
+    try:
+        boot = load_image(boot_image)
+    except ImageError:
+        return  # build_board reports it
+    if boot.start <= app_address < boot.end:
+        raise EmulatorError(f"{where} is inside the bootloader image (0x{boot.start:08X}-0x{boot.end - 1:08X}): "
+                            "the application would overwrite it")
+
+
+class HostRefusal(EmulatorError):
+    """What a DfuSe host refuses before sending anything (an address outside the device's writable
+    segments, an image past their end) for a place the user chose: bad input, exit 2."""
+
+
 def first_writable(layout: MemoryLayout) -> int | None:
     """The DfuSe application address: the first writable segment (UM0424 §4.3.2 letters e/f/g)."""
     return next((seg.start for seg in layout.segments if seg.writable), None)
@@ -160,6 +210,7 @@ def flash_and_boot(boot_image: str, app_file: str, *, app_address: int | None = 
     if leave not in LEAVE_MODES:
         raise EmulatorError(f"unknown leave mode {leave!r}: choose {', '.join(LEAVE_MODES)}")
     loaded = read_application(app_file, app_address)
+    check_application(app_file, loaded, boot_image=boot_image, chip=chip, app_address=app_address)
     board = build_board(BoardOptions(image=boot_image, chip=chip, boot1=boot1, flash_file=flash_file,
                                      flash_timing=flash_timing, pins=pins, bkp=bkp))
     m = board.machine
@@ -273,6 +324,13 @@ def _dfuse_session(client: DfuClient, target: EmulatedTarget, outcome: FlashOutc
         outcome.app_address = address
         outcome.notes.append(f"the .bin goes to 0x{address:08X}, the layout's first writable segment")
     outcome.expected_image = image
+    if loaded.kind in ("bin", "dfu-suffix"):
+        # The place came from --address or the layout, not from the file: a layout that refuses it is
+        # bad input, refused before anything is sent (a file's own addresses are its defect: a finding).
+        try:
+            client.check_layout_fits(layout, image)
+        except RegionError as e:
+            raise HostRefusal(f"{e}; nothing was sent") from None
     report = client.download_dfuse(image, layout, erase_order=erase_order)
     outcome.erase_busy_ms = [t.elapsed_ns / 1e6 for t in report.erases]
     outcome.download_ok = True

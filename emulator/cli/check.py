@@ -9,6 +9,7 @@ from emulator.bootflow.checks import ERASE_ORDERS, check
 from emulator.cli.common import (
     EXIT_CLEAN,
     EXIT_FAILED,
+    add_chip_argument,
     add_flow_arguments,
     add_selection_arguments,
     add_trigger_arguments,
@@ -22,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                       "what breaks the boot flow")
     ck.add_argument("image", help="the bootloader image")
     ck.add_argument("app", help="the application image")
-    ck.add_argument("--chip", default=None)
+    add_chip_argument(ck)
     ck.add_argument("--erase-order", choices=("both", "all-first", "interleaved"), default="both",
                     help="DfuSe host erase orders to run (a plain DFU download runs once)")
     add_flow_arguments(ck)

@@ -16,15 +16,27 @@ def add_board_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", type=parse_int, help="load address of a .bin image (default 0x08000000)")
     p.add_argument("--app", action="append", default=[], metavar="APP[@ADDR]",
                    help="an application image to put in flash beside the main image")
-    p.add_argument("--chip", default=None, help="STM32F103RC (default) or STM32F103C8")
+    add_chip_argument(p)
     p.add_argument("--boot0", type=parse_level, default=False, help="BOOT0 pin (high is not emulated)")
     p.add_argument("--boot1", type=parse_level, default=False, help="BOOT1 pin PB2: high or low (default low)")
     add_trigger_arguments(p)
     p.add_argument("--strict", action="store_true", help="fail on the first unmodelled register access")
     p.add_argument("--flash", dest="flash_file", metavar="FILE",
                    help="board state file: flash, option bytes and backup registers, loaded and saved")
-    p.add_argument("--flash-timing", choices=("typical", "worst"), default="typical",
-                   help="datasheet flash program/erase times to use")
+    add_flash_timing_argument(p)
+
+
+CHIP_HELP = "the chip: STM32F103RC (default: 256 KiB flash, 48 KiB SRAM) or STM32F103C8 (64 KiB, 20 KiB)"
+FLASH_TIMING_HELP = ("datasheet flash busy times: typical (default: 52.5 us per half-word, 20 ms per page "
+                     "erase) or worst (70 us, 40 ms)")
+
+
+def add_chip_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--chip", default=None, metavar="NAME", help=CHIP_HELP)
+
+
+def add_flash_timing_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--flash-timing", choices=("typical", "worst"), default="typical", help=FLASH_TIMING_HELP)
 
 
 def add_flow_arguments(p: argparse.ArgumentParser) -> None:

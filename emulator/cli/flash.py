@@ -15,6 +15,8 @@ from emulator.bootflow.scenario import flash_and_boot, outcome_summary
 from emulator.cli.common import (
     EXIT_CLEAN,
     EXIT_FAILED,
+    add_chip_argument,
+    add_flash_timing_argument,
     add_flow_arguments,
     add_selection_arguments,
     add_trigger_arguments,
@@ -28,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     fl = sub.add_parser("flash", help="flash an application through the bootloader's USB DFU and boot it")
     fl.add_argument("image", help="the bootloader image (.elf, .hex or .bin)")
     fl.add_argument("app", help="the application: .bin (at --address), .hex, .elf or .dfu")
-    fl.add_argument("--chip", default=None)
+    add_chip_argument(fl)
     fl.add_argument("--erase-order", choices=("all-first", "interleaved"), default="all-first",
                     help="DfuSe: all-first as dfu-util 0.9+, interleaved as older dfu-util and pydfu")
     fl.add_argument("--no-verify", action="store_true", help="skip reading the image back")
@@ -36,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_selection_arguments(fl)
     add_trigger_arguments(fl, after=True)
     fl.add_argument("--flash", dest="flash_file", metavar="FILE", help="board state file, loaded and saved")
-    fl.add_argument("--flash-timing", choices=("typical", "worst"), default="typical")
+    add_flash_timing_argument(fl)
     fl.add_argument("--max-time", type=parse_duration, default=None,
                     help="emulated time the application may run after the reset (default 2s; with "
                          "--power-cut-sweep, the boot after each cut: default 500ms)")

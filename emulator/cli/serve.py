@@ -17,19 +17,22 @@ from emulator.cli.common import (
     board_options,
     selector_from,
 )
-from emulator.core.arguments import parse_duration, parse_int
+from emulator.core.arguments import parse_duration, parse_int, parse_port, parse_scale
 from emulator.core.machine import EmulatorError
 from emulator.usb.device_server import format_flash_check, format_summary, serve_command
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="publish the emulated USB device to real host tools (umockdev or USB/IP)")
+    p = sub.add_parser("serve", help="publish the emulated USB device to real host tools (umockdev or USB/IP)",
+                       description="Boot the image with BOOT1 low and either run -- COMMAND ARGS... (e.g. "
+                                   "dfu-util) against its USB device through umockdev, or export the device "
+                                   "over USB/IP with --usbip.")
     add_board_arguments(p)
     add_selection_arguments(p)
     p.add_argument("--address", type=parse_int, default=None,
                    help="plain DFU: where the bootloader should have written the download (checked against "
                         "the flash; default: where it did write, from the flash journal)")
-    p.add_argument("--poll-scale", type=float, default=1.0,
+    p.add_argument("--poll-scale", type=parse_scale, default=1.0,
                    help="factor applied to bwPollTimeout in GETSTATUS answers the program sees "
                         "(the full value is always charged in emulated time; 0 = no wall-clock sleeps)")
     p.add_argument("--transfer-timeout", type=parse_duration, default=parse_duration("5s"),
@@ -39,10 +42,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--usb-pcap", metavar="FILE", help="write the USB traffic as a usbmon pcap")
     p.add_argument("--usbip", action="store_true", help="export over USB/IP instead of running -- COMMAND ARGS...")
     p.add_argument("--host", default="127.0.0.1", help="USB/IP listen address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=3240, help="USB/IP TCP port (default 3240; 0 = any free port)")
+    p.add_argument("--port", type=parse_port, default=3240, help="USB/IP TCP port (default 3240; 0 = any free port)")
     p.add_argument("--idle-timeout", type=parse_duration, default=parse_duration("60s"),
                    help="USB/IP: stop when no client connects or talks for this long (wall time)")
     p.set_defaults(boot1=False, program=[], func=cmd_serve)
+    # The usage line names what follows "--", which no argparse argument describes.
+    formatter = p._get_formatter()
+    formatter.add_usage(None, p._actions, p._mutually_exclusive_groups, prefix="")
+    p.usage = formatter.format_help().strip() + " [-- COMMAND [ARGS ...]]"
     # Everything after "--" is the program and its own options: argparse cannot
     # say that with positionals (an empty nargs="*" list binds too early), so
     # the subparser splits there first, keeping the class the caller chose.

@@ -8,6 +8,7 @@ options too; the CLI package imports them from here, never the other way.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 
 _UNITS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "µs": 1_000, "ns": 1}
@@ -81,3 +82,25 @@ def parse_bkp_setting(text: str) -> tuple[int, int]:
     if not 0 <= value <= 0xFFFF:
         raise argparse.ArgumentTypeError(f"backup registers hold 16 bits: {text!r}")
     return int(m.group(1)), value
+
+
+def parse_scale(text: str) -> float:
+    """A finite factor of 0 or more ('0', '0.5', '1')."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of 0 or more: {text!r}")
+    return value
+
+
+def parse_port(text: str) -> int:
+    """A TCP port: 0 (any free port) to 65535."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"TCP ports are 0..65535 (0 = any free port): {text!r}")
+    return value

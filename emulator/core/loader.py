@@ -173,6 +173,9 @@ def load_image(path: str | os.PathLike[str], base: int | None = None, *, label: 
     elif raw.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b":"):
         image = _load_hex(p, raw, label)
     else:
+        if base is not None and base % 4:
+            # A raw binary is a whole image from objcopy: it starts with words (a vector table, code).
+            raise ImageError(f"{p}: load address 0x{base:08X} is not word-aligned (a multiple of 4)")
         return Image(p, "bin", [(DEFAULT_BIN_BASE if base is None else base, raw)], label=label)
 
     if base is not None and base != image.start:

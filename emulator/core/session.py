@@ -14,12 +14,17 @@ from emulator.core.chips import Chip, get_chip
 from emulator.core.flash_state import BoardNvState, FlashStateError, load_state, save_state
 from emulator.core.loader import FlashLayout, Image, ImageError, load_app_spec, load_image, place_images
 from emulator.core.machine import EmulatorError, Machine
+from emulator.core.outputs import OutputPathError, check_replaceable
 from firmware_models.flash import TIMINGS
 
 BOOT1_PIN = ("B", 2)  # BOOT1 is PB2 on every STM32F103 (RM0008 §3.4)
 
 PinSetting = tuple[str, int, bool]  # ("A", 0, True): PA0 driven high
 BkpSetting = tuple[int, int]  # (1, 0x4F42): BKP_DR1 holds 0x4F42
+
+
+class BadImage(EmulatorError):
+    """An image or state file that is corrupt, foreign, empty or does not fit the chip (one line)."""
 
 
 @dataclass
@@ -52,7 +57,11 @@ class Board:
         m = self.machine
         state = BoardNvState(m.chip.name, bytes(m.flash_storage), m.flash.read_option_bytes(),
                              m.bkp.snapshot())
-        save_state(self.options.flash_file, state)
+        try:
+            save_state(self.options.flash_file, state)
+        except OSError as e:  # checked before the run; this is a directory removed during it
+            raise OutputPathError(f"--flash {self.options.flash_file}: cannot save the board state "
+                                  f"({e.strerror})") from None
 
 
 def load_images(options: BoardOptions, chip: Chip) -> FlashLayout:
@@ -70,9 +79,12 @@ def build_board(options: BoardOptions) -> Board:
     try:
         layout = load_images(options, chip)
     except ImageError as e:
-        raise EmulatorError(str(e)) from None
+        raise BadImage(str(e)) from None
     if options.flash_timing not in TIMINGS:
         raise EmulatorError(f"unknown flash timing {options.flash_timing!r}: choose {', '.join(TIMINGS)}")
+    if options.flash_file is not None:
+        # It is saved after the run: a path that cannot take it fails now, not after the work.
+        check_replaceable(options.flash_file, "--flash")
     machine = Machine(chip, strict=options.strict, boot0=options.boot0,
                       flash_timings=TIMINGS[options.flash_timing], uart_sinks=options.uart_sinks,
                       symbols=layout.symbols)
@@ -81,7 +93,7 @@ def build_board(options: BoardOptions) -> Board:
             state = load_state(options.flash_file, chip=chip.name, flash_size=chip.flash_size,
                                backup_register_count=len(machine.bkp.snapshot()))
         except FlashStateError as e:
-            raise EmulatorError(str(e)) from None
+            raise BadImage(str(e)) from None
         machine.load_flash(state.flash)
         machine.flash.option_bytes = state.option_bytes
     # Images are programmed over whatever the state file held, as a programmer would.
@@ -116,7 +128,9 @@ def apply_backup_registers(machine: Machine, values: Sequence[BkpSetting]) -> No
     They live in the backup domain, which a system reset keeps (RM0008 §6.1), so a
     value set here is what the bootloader reads at its next boot.
     """
-    count = machine.bkp.data_registers
+    # RM0008 §6.1: 10 data registers on low/medium-density parts, 42 on high density (the model may
+    # keep 42 for every chip; the options name only what the chip has).
+    count = min(machine.bkp.data_registers, 10 if machine.chip.density == "medium" else 42)
     for n, value in values:
         if not 1 <= n <= count:
             raise EmulatorError(f"BKP_DR{n}: the {machine.chip.name} has DR1..DR{count}")

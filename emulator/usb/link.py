@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from emulator.core.machine import Machine
+from emulator.core.outputs import OutputPathError
 from emulator.usb.host import ModelWire, VirtualHost
 from emulator.usb.pcap import UsbCapture
 from emulator.usb.pyusb_backend import EmulatedBackend
@@ -42,7 +43,10 @@ class UsbLink:
     def close(self) -> None:
         """Write the capture, if one was asked for."""
         if self.capture is not None and self.pcap_path is not None:
-            self.capture.write(self.pcap_path)
+            try:
+                self.capture.write(self.pcap_path)
+            except OSError as e:  # checked before the session; a directory removed during it
+                raise OutputPathError(f"--usb-pcap {self.pcap_path}: cannot write ({e.strerror})") from None
 
 
 def connect(machine: Machine, *, pcap_path: str | None = None, address: int = 1, timed: bool = True) -> UsbLink:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import usb.core
 
@@ -25,7 +26,8 @@ from emulator.core.arguments import (
     parse_pin_setting,
 )
 from emulator.core.machine import EmulatorError
-from emulator.core.session import Board, BoardOptions, build_board
+from emulator.core.outputs import OutputPathError, check_output_path
+from emulator.core.session import BadImage, Board, BoardOptions, build_board
 from emulator.usb.host import UsbError
 from emulator.usb.link import UsbLink, connect
 from hostside.selection import DfuSelector, SelectionError, select_alt, select_transport
@@ -112,11 +114,44 @@ def _options_parser() -> argparse.ArgumentParser:
 
 def open_emulated(boot_image: str, options: Sequence[str] = ()) -> EmulatedTarget:
     """Boot ``boot_image`` and return its enumerated USB device (the host tool picks the DFU
-    interface: ``python -m hostside --emulate`` applies its own -d/-S/--intf/-a)."""
+    interface: ``python -m hostside --emulate`` applies its own -d/-S/--intf/-a).
+
+    Failures are :class:`EmulatorError` in one line, with an ``exit_code`` attribute from
+    sysexits.h that ``python -m hostside --emulate`` exits with (:data:`EXIT_CODES`)."""
+    try:
+        return _open_emulated(boot_image, options)
+    except EmulatorError as e:
+        e.exit_code = next(code for kind, code in EXIT_CODES if isinstance(e, kind))  # type: ignore[attr-defined]
+        raise
+
+
+class BadEmulatorOption(EmulatorError):
+    """An option after ``--emulate BOOT`` the emulator does not take, or a bad value."""
+
+
+class MissingImage(EmulatorError):
+    """The bootloader image named after ``--emulate`` does not exist."""
+
+
+# The exit status each failure of open_emulated carries (os.EX_*: sysexits.h, as dfu-util uses them).
+EXIT_CODES: tuple[tuple[type[EmulatorError], int], ...] = (
+    (MissingImage, 66),  # EX_NOINPUT
+    (OutputPathError, 73),  # EX_CANTCREAT: --flash or --usb-pcap cannot be written
+    (BadImage, 65),  # EX_DATAERR: corrupt, foreign, oversized image or state file
+    (DeviceNotAttached, 74),  # EX_IOERR: no device
+    (EmulatorError, 64),  # EX_USAGE: a bad option value, a chip or pin that does not exist
+)
+
+
+def _open_emulated(boot_image: str, options: Sequence[str]) -> EmulatedTarget:
     try:
         args = _options_parser().parse_args(list(options))
     except UsageError as e:
-        raise EmulatorError(f"bad emulator option: {e}") from None
+        raise BadEmulatorOption(f"bad emulator option: {e}") from None
+    if not Path(boot_image).exists():
+        raise MissingImage(f"{boot_image}: no such file")
+    if args.usb_pcap is not None:
+        check_output_path(args.usb_pcap, "--usb-pcap")
     board = build_board(BoardOptions(image=boot_image, apps=args.app, chip=args.chip, boot1=args.boot1,
                                      strict=args.strict, flash_file=args.flash_file,
                                      flash_timing=args.flash_timing, pins=args.pin, bkp=args.bkp))

@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from emulator.core.machine import EmulatorError
 from emulator.core.session import BoardOptions
 from emulator.usb.device_server import DeviceServer, boot_and_attach, flash_check_passed, format_flash_check
 from hostside.selection import DfuSelector
@@ -201,12 +202,27 @@ class UsbipServer:
         return "bulk"
 
 
+def check_listen(host: str, port: int) -> None:
+    """Raise a one-line :class:`EmulatorError` when ``host:port`` cannot be listened on (in use, no such
+    address, a privileged port), as the server's own bind would fail later."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        probe.listen(1)
+    except (OSError, OverflowError) as e:
+        raise EmulatorError(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}") from None
+    finally:
+        probe.close()
+
+
 def serve_usbip(options: BoardOptions, *, host: str = "127.0.0.1", port: int = 3240, idle_timeout_s: float = 60.0,
                 timeout_ms: float = 5000.0, poll_scale: float = 1.0, attach_timeout_ns: int = 2_000_000_000,
                 pcap_path: str | None = None, selector: DfuSelector | None = None,
                 plain_address: int | None = None) -> int:
     """CLI body of ``serve --usbip``: export until the client is done, then print a summary and check
     the flash against what the client sent in DNLOAD requests (exit 1 when they differ)."""
+    check_listen(host, port)  # before the board boots: a port in use is one line, the state file untouched
     target = boot_and_attach(options, attach_timeout_ns=attach_timeout_ns, pcap_path=pcap_path, selector=selector)
     device = DeviceServer(target, poll_scale=poll_scale, timeout_ms=timeout_ms, started_ns=target.now_ns())
     server = UsbipServer(device, host, port, idle_timeout_s)
