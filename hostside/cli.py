@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from hostside import selection
+from hostside.console import console, is_terminal
 from hostside.dfu import (
     BusyTiming,
     DfuClient,
@@ -194,14 +195,13 @@ class ProgressView:
         self.erases: list[BusyTiming] = []
         self._progress: Any = None
         self._tasks: dict[str, Any] = {}
-        if enabled:
-            from rich.console import Console
+        if enabled and is_terminal(stream):  # a bar is for people: CI logs get no redraws
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[amount]}"),
                 TimeElapsedColumn(),
-                console=Console(file=stream), transient=False,
+                console=console(stream), transient=False,
             )
 
     def __enter__(self) -> ProgressView:

@@ -14,6 +14,7 @@ from emulator.core.machine import Machine, StopReason
 from emulator.core.session import Board
 from firmware_models.nvic import exception_name
 from firmware_models.scb import CFSR_BITS, HFSR_BITS, decode_bits
+from hostside.console import console as stderr_console
 
 NS_PER_MS = 1_000_000
 
@@ -71,9 +72,8 @@ def to_json(data: dict[str, Any]) -> str:
 
 
 def _stderr_console() -> Console:
-    console = Console(stderr=True, highlight=False)
-    # Piped output (CI logs) gets wide lines instead of rich's 80-column default.
-    return console if console.is_terminal else Console(stderr=True, highlight=False, width=160)
+    # A terminal gets rich's console; piped output (CI logs) plain unwrapped lines, no trailing spaces.
+    return stderr_console()
 
 
 def _table() -> Table:
