@@ -80,7 +80,7 @@ def application(target: ConformanceTarget, device: DeviceProfile,
                 tmp_path_factory: pytest.TempPathFactory) -> Application:
     """APP as given, or the built-in test application linked for where the bootloader expects one."""
     if target.app is not None:
-        return Application(target.app, target.address, None)
+        return Application(target.app, target.address, None)  # a .bin without --address: where the layout says
     if device.app_start is None:
         pytest.fail("where the application goes is unknown: give --address (or an APP file)", pytrace=False)
     try:
@@ -94,8 +94,10 @@ def application(target: ConformanceTarget, device: DeviceProfile,
 @pytest.fixture(scope="session")
 def check_report(target: ConformanceTarget, application: Application) -> CheckReport:
     """``python -m emulator check`` on the target: one download per host erase order, then the probes."""
+    options = target.flow_options()
+    options["app_address"] = application.address
     return check(target.boot, application.path, erase_orders=ERASE_ORDERS, run_ns=target.max_time_ns,
-                 leave=target.leave, **target.flow_options())
+                 leave=target.leave, **options)
 
 
 @pytest.fixture

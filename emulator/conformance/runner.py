@@ -35,11 +35,13 @@ class ConformanceUsageError(EmulatorError):
 
 def check_keyword(expression: str) -> None:
     """Refuse a -k expression pytest cannot parse, in one line."""
-    from _pytest.mark.expression import Expression, ParseError
+    from _pytest.mark import expression as mark_expression
 
+    # pytest 8 raises its own ParseError, pytest 9 a SyntaxError.
+    errors = tuple(e for e in (getattr(mark_expression, "ParseError", None), SyntaxError) if e is not None)
     try:
-        Expression.compile(expression)
-    except ParseError as e:
+        mark_expression.Expression.compile(expression)
+    except errors as e:
         raise ConformanceUsageError(f"-k {expression!r}: {e}") from None
 
 
