@@ -231,3 +231,40 @@ def render_check(data: dict[str, Any], console: Console | None = None) -> None:
         if f["reference"]:
             console.print(f"    [dim]see {escape(f['reference'])}[/]")
     console.print(f"[bold red]{len(data['findings'])} finding(s)[/]")
+
+
+# -- --quiet: only what failed ----------------------------------------------------------------
+
+def render_flash_result(data: dict[str, Any], console: Console | None = None) -> None:
+    """``flash --quiet``: nothing when the boot flow worked, else one line saying where it broke."""
+    if data["ok"]:
+        return
+    console = console or _stderr_console()
+    if data["error"]:
+        why = data["error"]
+    elif data["verify"] is not None and not data["verify"]["ok"]:
+        why = "verify failed"
+    elif data.get("flash_check") is not None and not data["flash_check"]["ok"]:
+        why = "the flash differs from the image sent"
+    elif data["jump"] is None:
+        why = "no jump into the application"
+    else:
+        why = f"the application ended in {data['stop']['reason'] if data['stop'] else 'nothing'}"
+    console.print(f"boot flow broken: {escape(why)}", highlight=False)
+
+
+def render_findings(data: dict[str, Any], console: Console | None = None) -> None:
+    """``check --quiet``: one line per finding (id and title), nothing when there is none."""
+    console = console or _stderr_console()
+    for f in data["findings"]:
+        console.print(f"{f['id']}: {escape(f['title'])}", highlight=False)
+
+
+def render_sweep_counts(counts: dict[str, int], problems: list[str], console: Console | None = None) -> None:
+    """``--power-cut-sweep --quiet``: the outcome counts, and each problem, when a cut went wrong."""
+    if not counts.get("broken_app") and not counts.get("bricked") and not problems:
+        return
+    console = console or _stderr_console()
+    console.print(", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False)
+    for p in problems:
+        console.print(f"problem: {escape(p)}", highlight=False)
