@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from emulator.bootflow import progress_view as cli_progress
+from emulator.bootflow.progress_view import PlainReporter, reporter_for
 from emulator.bootflow.scenario import flash_and_boot
 from emulator.cli import main
-from emulator.cli import progress as cli_progress
-from emulator.cli.progress import PlainReporter, reporter_for
 from emulator.core import progress
 from emulator.usb.device_server import _forward_lines
 

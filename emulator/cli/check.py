@@ -6,6 +6,7 @@ import argparse
 
 from emulator.bootflow import report, report_data, report_html
 from emulator.bootflow.checks import ERASE_ORDERS, check
+from emulator.bootflow.progress_view import reporter_for
 from emulator.cli.common import (
     EXIT_CLEAN,
     EXIT_FAILED,
@@ -15,7 +16,6 @@ from emulator.cli.common import (
     add_trigger_arguments,
     flow_options,
 )
-from emulator.cli.progress import reporter_for
 from emulator.core import progress
 from emulator.core.arguments import parse_duration
 from emulator.core.progress import reporting

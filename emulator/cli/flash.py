@@ -11,6 +11,7 @@ import time
 
 from emulator.bootflow import report, report_data, report_html
 from emulator.bootflow.powercut import DEFAULT_RUN_NS, Trial, parse_points, render, sweep
+from emulator.bootflow.progress_view import reporter_for
 from emulator.bootflow.scenario import flash_and_boot, outcome_summary
 from emulator.cli.common import (
     EXIT_CLEAN,
@@ -21,7 +22,6 @@ from emulator.cli.common import (
     add_trigger_arguments,
     flow_options,
 )
-from emulator.cli.progress import reporter_for
 from emulator.core import progress
 from emulator.core.arguments import parse_duration, parse_int
 from emulator.core.machine import EmulatorError

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from emulator.bootflow.progress_view import reporter_for
 from emulator.cli.common import (
     EXIT_FAILED,
     add_board_arguments,
@@ -18,7 +19,6 @@ from emulator.cli.common import (
     board_options,
     selector_from,
 )
-from emulator.cli.progress import reporter_for
 from emulator.core.arguments import parse_duration, parse_int
 from emulator.core.machine import EmulatorError
 from emulator.core.progress import reporting

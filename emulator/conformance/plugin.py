@@ -21,8 +21,10 @@ import pytest
 
 from emulator.bootflow.checks import ERASE_ORDERS, PLAIN_RUN, CheckReport, check
 from emulator.bootflow.harness import DfuSession
+from emulator.bootflow.progress_view import PlainReporter, RichReporter
 from emulator.bootflow.testapp import BuiltinApplication, build_test_application
 from emulator.conformance.target import ConformanceTarget, DeviceProfile, profile
+from emulator.core import progress
 from hostside.console import console, is_terminal
 
 OPTION = "--bootsim-target"
@@ -171,7 +173,7 @@ class Result:
     detail: str = ""
 
 
-class Reporter:
+class ResultReporter:
     """Collects each test's result in the controlling process; shows progress; prints the table."""
 
     def __init__(self, config: pytest.Config) -> None:
@@ -183,6 +185,8 @@ class Reporter:
         self.console = console()
         self.progress: Any = None
         self.task: Any = None
+        # What the tests' own long steps report to: our bar on a terminal, plain lines in a log.
+        self.inner: progress.Reporter | None = None if self.quiet else PlainReporter()
         self.collect_errors: list[str] = []
 
     # pytest hooks --------------------------------------------------------------------------------
@@ -207,6 +211,12 @@ class Reporter:
         elif report.when == "teardown" and report.failed and previous is not None and previous.outcome != "failed":
             previous.outcome, previous.detail = "error", _short(report)
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Iterator[None]:
+        # Without -n the tests run here: their long steps (downloads, the sweep) show under our bar.
+        with progress.reporting(self.inner):
+            return (yield)
+
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.progress is not None:
             self.progress.stop()
@@ -217,18 +227,21 @@ class Reporter:
         self.total = total
         if self.quiet or not is_terminal():
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        self.progress = Progress(TextColumn("conformance"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("{task.description}"),
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.fields[amount]}"), TimeElapsedColumn(),
                                  console=self.console, transient=True)
-        self.task = self.progress.add_task("", total=total)
+        self.task = self.progress.add_task("conformance", total=total, amount=f"0/{total} tests")
+        self.inner = RichReporter(shared=self.progress)
         self.progress.start()
 
     def _advance(self, result: Result) -> None:
         area, text = behaviour(result.nodeid)
         if self.progress is not None:
-            self.progress.update(self.task, advance=1, description=f"{area}: {text}")
+            done = sum(1 for _ in self.results)
+            self.progress.update(self.task, advance=1, description=f"conformance: {area}: {text}",
+                                 amount=f"{done}/{self.total} tests")
             if result.outcome in ("failed", "error"):
                 self.progress.console.print(f"[bold red]FAIL[/] {area}: {text}: {result.detail}", markup=True,
                                             highlight=False)
@@ -269,4 +282,4 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):
         return  # an -n worker: the controlling process reports
     if config.getoption(OPTION, None):
-        config.pluginmanager.register(Reporter(config), "bootsim-conformance-reporter")
+        config.pluginmanager.register(ResultReporter(config), "bootsim-conformance-reporter")

@@ -50,7 +50,7 @@ def pytest_arguments(target: ConformanceTarget, *, junitxml: str | None = None, 
     args = [str(SUITE_DIR / f"{m}.py") for m in MODULES]
     args += ["-p", "emulator.conformance.plugin", f"{OPTION}={target.to_json()}",
              "-c", ini, "--rootdir", str(SUITE_DIR), "--confcutdir", str(SUITE_DIR),
-             "-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "no:randomly", "-q",
+             "-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "no:randomly", "-q", "--capture=no",
              "-o", "junit_suite_name=bootsim-conformance", "-o", "junit_family=xunit2",
              "-o", "junit_logging=no", "-W", "ignore::pytest.PytestAssertRewriteWarning"]
     if quiet:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.bootflow.powercut import SweepReport, parse_points, sweep
+from emulator.bootflow.powercut import SweepReport, Trial, parse_points, sweep
 from emulator.conformance.plugin import Application
 from emulator.conformance.target import ConformanceTarget
+from emulator.core import progress
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +26,17 @@ def sweep_report(target: ConformanceTarget, application: Application) -> SweepRe
         pytest.fail(str(e))
     options = target.flow_options()
     options["app_address"] = application.address
-    try:
-        return sweep(target.boot, application.path, points=points, **options)
-    except ValueError as e:
-        pytest.fail(f"the sweep could not run: {e}")
+    with progress.task("power-cut sweep: reference download", unit="cuts") as cuts:
+        done: list[Trial] = []
+
+        def cut_done(trial: Trial) -> None:
+            done.append(trial)
+            cuts.update(completed=len(done), description=f"power-cut sweep: {trial.point.label} {trial.outcome}")
+
+        try:
+            return sweep(target.boot, application.path, points=points, progress=cut_done, **options)
+        except ValueError as e:
+            pytest.fail(f"the sweep could not run: {e}")
 
 
 def _cuts(report: SweepReport, outcome: str) -> str:

@@ -1,6 +1,7 @@
 """What people see while a long command works: rich bars on a terminal, a plain line now and then
-in a CI log, nothing with ``--quiet``.  The commands install one of these reporters around
-their work (:func:`emulator.core.progress.reporting`); the work opens tasks on it."""
+in a CI log, nothing with ``--quiet``.  The commands (and the conformance suite) install one of
+these reporters around their work (:func:`emulator.core.progress.reporting`); the work opens
+tasks on it."""
 
 from __future__ import annotations
 
@@ -55,17 +56,20 @@ class RichReporter:
 
     draws = True
 
-    def __init__(self) -> None:
+    def __init__(self, shared: Any = None) -> None:
+        """``shared``: a running ``rich.progress.Progress`` to add the bars to (started and stopped by
+        its owner); by default one of our own, shown while any task is open."""
         from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         self.console = console()
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                 TextColumn("{task.fields[amount]}"), TimeElapsedColumn(),
-                                 console=self.console, transient=True)
+        self.owned = shared is None
+        self.progress = shared if shared is not None else Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[amount]}"),
+            TimeElapsedColumn(), console=self.console, transient=True)
         self.open_tasks = 0
 
     def open(self, description: str, total: float | None = None, unit: str = "") -> Task:
-        if self.open_tasks == 0:
+        if self.open_tasks == 0 and self.owned:
             self.progress.start()
         self.open_tasks += 1
         task_id = self.progress.add_task(description, total=total, amount=_amount(0, total, unit))
@@ -74,7 +78,7 @@ class RichReporter:
     def closed(self, task_id: Any) -> None:
         self.progress.remove_task(task_id)
         self.open_tasks -= 1
-        if self.open_tasks == 0:
+        if self.open_tasks == 0 and self.owned:
             self.progress.stop()
 
     def echo(self, text: str) -> None:
