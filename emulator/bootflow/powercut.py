@@ -40,6 +40,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pickle
+import shutil
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -113,23 +118,35 @@ class _Tap:
     """Watches the FPEC of one machine from outside: every operation it starts
     and finishes (``FlashInterface.operation_listeners``), and the host's waits
     (``Machine.run_ns``, wrapped on this instance), so a cut lands exactly at an
-    operation."""
+    operation.
 
-    def __init__(self, machine: Machine, cut: CutPoint | None = None) -> None:
+    At each of ``cuts`` (in download order) it calls ``on_cut(point, op)`` at the
+    cut's instant: the replay powers the board off there and ends the session
+    (raising :class:`_PowerCut`); the snapshot runner forks a child that does so
+    and carries on with the download in the parent."""
+
+    def __init__(self, machine: Machine, cuts: Sequence[CutPoint] = (),
+                 on_cut: Callable[[CutPoint, FlashOp | None], None] | None = None) -> None:
         self.m = machine
         self.flash = machine.flash
-        self.cut = cut
+        self.pending = sorted(cuts)
+        self.on_cut = on_cut or self._power_cut
         self.ops: list[FlashOp] = []
         self.completed = 0
         self.resets_at_start = machine.resets
         self.cut_at_ns: int | None = None  # mid: when to cut, once op k has started
-        self.cut_now = False
-        self.cut_done = False
+        self.cut_now: CutPoint | None = None
+        self.fired: list[CutPoint] = []
         self.cut_op: FlashOp | None = None
         self.cut_time_ns: int | None = None
+        self.ended = False  # the replay's cut: nothing more is watched
         self.flash.operation_listeners.append(self._on_operation)
         self._orig_run_ns = machine.run_ns
         machine.run_ns = self._run_ns  # type: ignore[method-assign]
+
+    @property
+    def cut_done(self) -> bool:
+        return bool(self.fired)
 
     def detach(self) -> None:
         self.flash.operation_listeners.remove(self._on_operation)
@@ -138,7 +155,10 @@ class _Tap:
     @property
     def counting(self) -> bool:
         # Only the download: after the bootloader resets the chip the application runs.
-        return self.m.resets == self.resets_at_start and not self.cut_done
+        return self.m.resets == self.resets_at_start and not self.ended
+
+    def _next(self) -> CutPoint | None:
+        return self.pending[0] if self.pending else None
 
     def _on_operation(self, what: str, op: FlashOperation) -> None:
         if not self.counting:
@@ -152,46 +172,64 @@ class _Tap:
         fop = FlashOp(len(self.ops), op.kind, op.journal_address, len(op.new), op.start_ns,
                       op.due_ns - op.start_ns, op.area, op.offset, bytes(op.old), bytes(op.new), op.pc)
         self.ops.append(fop)
-        cut = self.cut
-        if cut is not None and cut.index == fop.index:
-            self.cut_op = fop
+        cut = self._next()
+        if cut is not None and not cut.after_last and cut.index == fop.index:
             if cut.mode == BETWEEN:
-                self.cut_now = True
+                self.cut_now = cut
             else:
                 self.cut_at_ns = op.start_ns + (op.due_ns - op.start_ns) // 2
             self.m.stop_soon()  # back to _run_ns after this instruction
 
     def _completed(self) -> None:
         self.completed += 1
-        cut = self.cut
+        cut = self._next()
         if cut is not None and cut.mode == BETWEEN and cut.index == self.completed and cut.after_last:
-            self.cut_now = True
+            self.cut_now = cut
             self.m.stop_soon()
 
     def _run_ns(self, ns: int) -> Any:
-        """``Machine.run_ns`` that never runs past the cut, and cuts when it is due."""
+        """``Machine.run_ns`` that never runs past a cut, and cuts when it is due."""
         target = self.m.now_ns + max(0, ns)
         last = None
         while True:
             self._maybe_cut()
             limit = target if self.cut_at_ns is None else min(target, self.cut_at_ns)
             if self.m.now_ns >= limit:
+                if self.cut_at_ns is not None and self.m.now_ns >= self.cut_at_ns:
+                    continue  # a mid cut falls due exactly at the target: take it before returning
                 return last
-            armed_before = self.cut_now or self.cut_at_ns is not None
+            armed_before = self.cut_now is not None or self.cut_at_ns is not None
             last = self._orig_run_ns(limit - self.m.now_ns)
             self._maybe_cut()
-            if (self.cut_now or self.cut_at_ns is not None) and not armed_before:
+            if (self.cut_now is not None or self.cut_at_ns is not None) and not armed_before:
                 continue  # woken by our own trigger (stop_soon): run on towards the cut
             return last
 
     def _maybe_cut(self) -> None:
-        if self.cut_done:
-            return
-        due = self.cut_now or (self.cut_at_ns is not None and self.m.now_ns >= self.cut_at_ns)
-        if not due:
-            return
-        self.cut_done = True
-        self.cut_time_ns = self.m.now_ns
+        while True:
+            cut = self.cut_now
+            if cut is None and self.cut_at_ns is not None and self.m.now_ns >= self.cut_at_ns:
+                cut = self._next()
+            if cut is None:
+                return
+            self.cut_now = None
+            if cut.mode == MID:
+                self.cut_at_ns = None
+            self.pending.pop(0)
+            self.fired.append(cut)
+            op = self.ops[cut.index] if cut.index < len(self.ops) else None
+            self.cut_op = op
+            self.cut_time_ns = self.m.now_ns
+            self.on_cut(cut, op)
+            # The next cut may be due at this very instant (between k, then mid k of a zero-length op).
+            nxt = self._next()
+            if nxt is None or nxt.index != cut.index or nxt.mode != MID or self.cut_at_ns is not None:
+                return
+            fop = self.ops[nxt.index]
+            self.cut_at_ns = fop.start_ns + fop.duration_ns // 2
+
+    def _power_cut(self, cut: CutPoint, op: FlashOp | None) -> None:
+        self.ended = True
         self.m.power_cut()
         raise _PowerCut(f"power cut at {self.m.now_ns} ns")
 
@@ -477,6 +515,7 @@ class SweepReport:
     reference_board: Board | None = field(default=None, repr=False)
     app_range: tuple[int, int] | None = None
     layout_string: str | None = None
+    shard: tuple[int, int] | None = None  # (k, n): this report holds shard k of n
 
     def counts(self) -> dict[str, int]:
         c = dict.fromkeys(OUTCOMES, 0)
@@ -495,6 +534,10 @@ class SweepReport:
 
     @property
     def problems(self) -> list[str]:
+        return self.reference_problems + trial_problems([t.as_dict() for t in self.trials])
+
+    @property
+    def reference_problems(self) -> list[str]:
         out = []
         if self.reference_error:
             out.append(f"reference download failed: {self.reference_error}")
@@ -502,9 +545,6 @@ class SweepReport:
             out.append(self.flash_problem)
         if self.expected_uart is None:
             out.append("the application did not run cleanly after the complete reference download")
-        out += [f"{t.point.label}: replay diverged from the reference (flash differs)"
-                for t in self.trials if t.prediction_ok is False]
-        out += [f"{t.point.label}: {t.download_error}" for t in self.trials if t.download_error]
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -517,7 +557,9 @@ class SweepReport:
                               "boot": self.reference.as_dict()},
                 "counts": self.counts(), "clean": self.clean,
                 "jumps_into_broken_image": self.jumps_into_broken_image, "problems": self.problems,
-                "trials": [t.as_dict() for t in self.trials], "wall_s": round(self.wall_s, 3)}
+                "reference_problems": self.reference_problems,
+                "trials": [t.as_dict() for t in self.trials], "wall_s": round(self.wall_s, 3),
+                "shard": list(self.shard) if self.shard else None}
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=2)
@@ -529,13 +571,21 @@ def sweep(boot_image: str, app_file: str, *, points: PointSpec = "default",
           progress: Callable[[Trial], None] | None = None, selector: DfuSelector | None = None,
           boot1: bool = False, boot1_after: bool = True, pins: Sequence[PinSetting] = (),
           bkp: Sequence[BkpSetting] = (), pins_after: Sequence[PinSetting] = (),
-          bkp_after: Sequence[BkpSetting] = ()) -> SweepReport:
+          bkp_after: Sequence[BkpSetting] = (), jobs: int | None = None,
+          shard: tuple[int, int] | None = None) -> SweepReport:
     """Download ``app_file`` through ``boot_image``'s DFU and cut the power at the
-    selected flash operations; see the module docstring.  ``dedupe=False`` replays
-    every cut even when its flash would equal an earlier one's.  The triggers are those of
+    selected flash operations; see the module docstring.  ``dedupe=False`` runs
+    every cut even when its flash would equal an earlier one's.  ``jobs``: trials
+    run in forked snapshots of one download, that many at once (default: every
+    core); 0 replays the download from reset for each cut.  ``shard=(k, n)`` runs
+    every n-th trial from the k-th.  The triggers are those of
     :func:`emulator.bootflow.scenario.flash_and_boot`; every reboot after a cut uses the
     after-download ones."""
     t_start = time.perf_counter()
+    if jobs is None:
+        jobs = os.cpu_count() or 1
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard {shard[0]}/{shard[1]}: K must be in 0..N-1")
     plan = _load_plan(boot_image, app_file, app_address, chip, erase_order, flash_timing)
     plan.selector = selector
     plan.before = Triggers(boot1, pins, bkp)
@@ -568,25 +618,96 @@ def sweep(boot_image: str, app_file: str, *, points: PointSpec = "default",
     page = m.flash.page_size
     chosen = select_points(ops, points, page_size=page, image_range=app_range)
     state_of = _state_keys(ops)
-    seen: dict[Any, Trial] = {}
+    # One trial per predicted flash state; a cut that leaves the same flash as an earlier one
+    # is not run again (the next boot depends only on the flash).  Sharding splits the trials
+    # to run, and each shard keeps the cuts that repeat its own trials, so the shards' rows
+    # together are exactly the unsharded sweep's.
+    owner: dict[CutPoint, CutPoint] = {}
+    first_of: dict[Any, CutPoint] = {}
     for point in chosen:
-        t0 = time.perf_counter()
         key = state_of(point)
-        op = ops[point.index] if point.index < len(ops) else None
-        if dedupe and key is not None and key in seen:
-            first = seen[key]
-            trial = Trial(point, first.outcome, op, first.observation, flash_digest=first.flash_digest,
-                          same_as=first.point.label)
+        if dedupe and key is not None:
+            owner[point] = first_of.setdefault(key, point)
         else:
-            trial = _run_trial(plan, point, op, region, boot_region, run_ns, expected_uart, initial, ops)
-            if key is not None:
-                seen[key] = trial
-        trial.wall_s = time.perf_counter() - t0
-        report.trials.append(trial)
+            owner[point] = point
+    to_run = [pt for pt in chosen if owner[pt] == pt]
+    if shard is not None:
+        k, n = shard
+        to_run = to_run[k::n]
+    mine = set(to_run)
+    report.shard = shard
+    results: dict[CutPoint, Trial] = {}
+
+    def done(trial: Trial) -> None:
+        results[trial.point] = trial
         if progress is not None:
             progress(trial)
+
+    args = (app_range, region, boot_region, run_ns, expected_uart, initial, ops)
+    if jobs is not None and jobs > 0 and hasattr(os, "fork"):
+        missed = _Snapshots(plan, *args[1:], jobs=jobs, on_trial=done).run(to_run)
+        for point in missed:  # the download ended before them (a DFU error): say so, as a replay would
+            done(_run_trial(plan, point, None, *args[1:]))
+    else:
+        for point in to_run:
+            t0 = time.perf_counter()
+            trial = _run_trial(plan, point, ops[point.index] if point.index < len(ops) else None, *args[1:])
+            trial.wall_s = time.perf_counter() - t0
+            done(trial)
+    for point in chosen:
+        first = owner[point]
+        if first not in mine:
+            continue
+        trial = results[first]
+        if point != first:
+            op = ops[point.index] if point.index < len(ops) else None
+            trial = Trial(point, trial.outcome, op, trial.observation, flash_digest=trial.flash_digest,
+                          same_as=first.label)
+        report.trials.append(trial)
     report.wall_s = time.perf_counter() - t_start
     return report
+
+
+def trial_problems(trials: Sequence[dict[str, Any]]) -> list[str]:
+    """Rows whose cut did not happen as planned (from ``Trial.as_dict`` rows)."""
+    out = [f"{t['point']}: replay diverged from the reference (flash differs)" for t in trials
+           if t["prediction_ok"] is False]
+    return out + [f"{t['point']}: {t['download_error']}" for t in trials if t["download_error"]]
+
+
+def merge_shards(docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ``--json`` reports of the shards of one sweep, as the unsharded sweep's report.
+
+    Each shard ran every N-th distinct trial and kept the cuts that repeat them, so the
+    union of their rows, in cut order, is the whole sweep; counts, problems and the
+    verdict are worked out again from the rows."""
+    if not docs:
+        raise ValueError("no sweep reports to merge")
+    same = ("boot_image", "app_file", "erase_order", "operations")
+    first = docs[0]
+    for doc in docs[1:]:
+        for key in same:
+            if doc.get(key) != first.get(key):
+                raise ValueError(f"these reports are not shards of one sweep: {key} differs "
+                                 f"({first.get(key)!r} / {doc.get(key)!r})")
+    shards = sorted(tuple(d["shard"]) for d in docs if d.get("shard"))
+    n = shards[0][1] if shards else 1
+    if shards and (len(shards) != len(docs) or shards != [(k, n) for k in range(n)]):
+        raise ValueError(f"the reports are not shards 0..{n - 1} of {n}, each once: {shards}")
+    mode_order = {m: i for i, m in enumerate(MODES)}
+    trials = sorted((t for d in docs for t in d["trials"]),
+                    key=lambda t: (t["index"], mode_order[t["mode"]], t["after_last"]))
+    counts = dict.fromkeys(OUTCOMES, 0)
+    for t in trials:
+        counts[t["outcome"]] += 1
+    problems = list(first["reference_problems"]) + trial_problems(trials)
+    merged = {k: v for k, v in first.items() if k not in ("trials", "counts", "clean", "problems", "shard",
+                                                          "jumps_into_broken_image", "wall_s")}
+    merged.update(counts=counts, trials=trials, problems=problems, shard=None,
+                  jumps_into_broken_image=counts["broken_app"] > 0,
+                  clean=counts["broken_app"] == 0 and counts["bricked"] == 0 and not problems,
+                  wall_s=round(sum(d.get("wall_s", 0.0) for d in docs), 3))
+    return merged
 
 
 def _observe_after_leave(m: Machine, app_region: tuple[int, int], boot_region: tuple[int, int],
@@ -641,9 +762,10 @@ def _predicted_flash(initial: bytes, ops: Sequence[FlashOp], k: int) -> bytes:
 def _run_trial(plan: _Plan, point: CutPoint, op: FlashOp | None, region: tuple[int, int],
                boot_region: tuple[int, int], run_ns: int, expected_uart: str | None, initial: bytes,
                ops: Sequence[FlashOp]) -> Trial:
+    """One cut by replaying the download from reset up to it (where ``fork`` is not available)."""
     board = _new_board(plan)
     m = board.machine
-    tap = _Tap(m, point)
+    tap = _Tap(m, [point])
     error: str | None = None
     try:
         error = _download(board, plan)
@@ -655,18 +777,98 @@ def _run_trial(plan: _Plan, point: CutPoint, op: FlashOp | None, region: tuple[i
         # The cut never came (the replay diverged, or a DFU error ended it early).
         error = error or f"the download ended after {len(tap.ops)} operations, before {point.label}"
         m.power_cut()
+    return _after_cut(m, plan, point, op if op is not None else tap.cut_op, tap.cut_time_ns, region,
+                      boot_region, run_ns, expected_uart, initial, ops, error if not tap.cut_done else None)
+
+
+def _after_cut(m: Machine, plan: _Plan, point: CutPoint, op: FlashOp | None, cut_time_ns: int | None,
+               region: tuple[int, int], boot_region: tuple[int, int], run_ns: int, expected_uart: str | None,
+               initial: bytes, ops: Sequence[FlashOp], download_error: str | None) -> Trial:
+    """What a cut left (the supply already off): flash against the prediction, then the next boot."""
     changed = None
     cut_entries = [e for e in m.flash.journal.entries if e.kind == fj.POWER_CUT]
-    if cut_entries and tap.cut_op is not None:
+    if cut_entries and op is not None:
         changed = cut_entries[-1].detail.get("changed_bytes")
     prediction_ok = None
-    if point.mode == BETWEEN and tap.cut_done:
+    if point.mode == BETWEEN and download_error is None:
         prediction_ok = bytes(m.flash.storage) == _predicted_flash(initial, ops, point.index)
     digest = _flash_digest(m)
     obs = observe_boot(m, region, boot_region, run_ns, plan.after)
     outcome = classify(obs, expected_uart)
-    return Trial(point, outcome, op if op is not None else tap.cut_op, obs, tap.cut_time_ns, changed, digest,
-                 prediction_ok, download_error=error if not tap.cut_done else None)
+    return Trial(point, outcome, op, obs, cut_time_ns, changed, digest, prediction_ok,
+                 download_error=download_error)
+
+
+class _Snapshots:
+    """Every cut from one download: at each cut instant the process forks; the child is the
+    board at that instant (CPU, memory, models, host session: the whole machine state), cuts
+    the supply, boots and reports its :class:`Trial`; the parent carries on with the download.
+    At most ``jobs`` children run at once.  The result is the same as replaying the download
+    to each cut, without the replays."""
+
+    def __init__(self, plan: _Plan, region: tuple[int, int], boot_region: tuple[int, int], run_ns: int,
+                 expected_uart: str | None, initial: bytes, ops: Sequence[FlashOp], jobs: int,
+                 on_trial: Callable[[Trial], None]) -> None:
+        self.args = (region, boot_region, run_ns, expected_uart, initial, ops)
+        self.plan = plan
+        self.jobs = max(1, jobs)
+        self.on_trial = on_trial
+        self.running: list[tuple[int, str, CutPoint]] = []
+        self.dir = tempfile.mkdtemp(prefix="powercut-")
+        self.m: Machine | None = None
+
+    def run(self, points: Sequence[CutPoint]) -> list[CutPoint]:
+        """Fork at each of ``points``; returns those the download never reached."""
+        board = _new_board(self.plan)
+        self.m = board.machine
+        tap = _Tap(self.m, points, self._fork)
+        try:
+            _download(board, self.plan)
+        finally:
+            tap.detach()
+            while self.running:
+                self._reap(self.running[0])
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return list(tap.pending)
+
+    def _fork(self, point: CutPoint, op: FlashOp | None) -> None:
+        while len(self.running) >= self.jobs:
+            self._reap(self.running[0])
+        path = os.path.join(self.dir, f"{len(os.listdir(self.dir))}-{point.index}-{point.mode}.pickle")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: this instant of the download is its whole world
+            code = 0
+            try:
+                started = time.perf_counter()
+                m = self.m
+                assert m is not None
+                m.power_cut()
+                trial = _after_cut(m, self.plan, point, op, m.now_ns, *self.args, download_error=None)
+                trial.wall_s = time.perf_counter() - started
+                result: Any = trial
+            except BaseException as e:  # noqa: BLE001 - reported by the parent, never unwound here
+                result, code = f"{type(e).__name__}: {e}", 1
+            try:
+                with open(path, "wb") as f:
+                    pickle.dump(result, f)
+            finally:
+                os._exit(code)
+        self.running.append((pid, path, point))
+
+    def _reap(self, child: tuple[int, str, CutPoint]) -> None:
+        pid, path, point = child
+        self.running.remove(child)
+        os.waitpid(pid, 0)
+        try:
+            with open(path, "rb") as f:
+                result = pickle.load(f)
+        except (OSError, EOFError, pickle.UnpicklingError) as e:
+            result = f"the trial's process left no result ({e})"
+        if isinstance(result, str):
+            raise RuntimeError(f"power-cut trial {point.label} failed: {result}")
+        self.on_trial(result)
 
 
 # -- presentation ---------------------------------------------------------------------------------

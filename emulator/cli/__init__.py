@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import usb.core
 
-from emulator.cli import check, conformance, flash, run, serve, usb_info
+from emulator.cli import check, conformance, flash, run, serve, sweep_merge, usb_info
 from emulator.cli.common import EXIT_FAILED, EXIT_USAGE
 from emulator.core.arguments import OneLineParser, UsageError
 from emulator.core.machine import EmulatorError
@@ -24,7 +24,7 @@ from emulator.core.port import StrictModeError
 from emulator.usb.host import UsbError
 from hostside.dfu import DfuException
 
-COMMANDS = (run, flash, check, conformance, serve, usb_info)
+COMMANDS = (run, flash, check, conformance, serve, usb_info, sweep_merge)
 
 
 def build_parser() -> argparse.ArgumentParser:

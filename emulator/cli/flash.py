@@ -41,8 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_trigger_arguments(fl, after=True)
     fl.add_argument("--flash", dest="flash_file", metavar="FILE", help="board state file, loaded and saved")
     fl.add_argument("--flash-timing", choices=("typical", "worst"), default="typical")
-    fl.add_argument("--max-time", type=parse_duration, default=parse_duration("2s"),
-                    help="emulated time the application may run after the reset (default 2s)")
+    fl.add_argument("--max-time", type=parse_duration, default=None,
+                    help="emulated time the application may run after the reset (default 2s; with "
+                         "--power-cut-sweep, the boot after each cut: default 500ms)")
     fl.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
     fl.add_argument("--explain", action="store_true", help="narrate the boot flow step by step on stdout")
     fl.add_argument("--report", metavar="FILE.html",
@@ -58,8 +59,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="default (erases, page edges, commit record, stride), all (slow: 2 trials per "
                          "operation, ~0.5 s each) or operation indices like 0,5,10-12")
     fl.add_argument("--sweep-all-rows", action="store_true", help="do not fold equal rows of the table")
+    fl.add_argument("--jobs", type=parse_jobs, default=None, metavar="N",
+                    help="power-cut trials at once, each in a forked snapshot of one download (default: every "
+                         "core; 0 replays the download from reset for each cut)")
+    fl.add_argument("--shard", type=parse_shard, default=None, metavar="K/N",
+                    help="run every N-th power-cut trial from the K-th (K in 0..N-1), for a CI matrix; "
+                         "merge the --json outputs with `python -m emulator sweep-merge`")
     add_quiet_argument(fl)
     fl.set_defaults(func=cmd_flash)
+
+
+FLOW_RUN_NS = 2_000_000_000
+
+
+def parse_jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of jobs: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"jobs must be 0 or more: {text!r}")
+    return value
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    k, sep, n = text.partition("/")
+    try:
+        shard = (int(k), int(n))
+    except ValueError:
+        shard = (-1, 0)
+    if not sep or not 0 <= shard[0] < shard[1]:
+        raise argparse.ArgumentTypeError(f"shard must be K/N with 0 <= K < N, not {text!r}")
+    return shard
 
 
 def cmd_flash(args: argparse.Namespace) -> int:
@@ -73,7 +104,7 @@ def _flash(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     common = {"app_address": args.address, "erase_order": args.erase_order, "verify": not args.no_verify,
               "chip": args.chip, "flash_file": args.flash_file, "flash_timing": args.flash_timing,
-              "run_ns": args.max_time, **flow_options(args)}
+              "run_ns": args.max_time or FLOW_RUN_NS, **flow_options(args)}
     if args.transport == "fops":
         from emulator.bootflow.fops import fops_flash_and_boot
         if common.pop("selector") is not None:
@@ -123,9 +154,11 @@ def cmd_power_cut_sweep(args: argparse.Namespace) -> int:
             seen: list[Trial] = []
             rep = sweep(args.image, args.app, points=points,
                         erase_order=getattr(args, "erase_order", "all-first"),
-                        chip=getattr(args, "chip", None), run_ns=getattr(args, "max_time", DEFAULT_RUN_NS),
+                        chip=getattr(args, "chip", None),
+                        run_ns=getattr(args, "max_time", None) or DEFAULT_RUN_NS,
                         app_address=getattr(args, "address", None),
-                        flash_timing=getattr(args, "flash_timing", "typical"), progress=cut_done, **options)
+                        flash_timing=getattr(args, "flash_timing", "typical"), jobs=getattr(args, "jobs", None),
+                        shard=getattr(args, "shard", None), progress=cut_done, **options)
     except ValueError as e:
         raise EmulatorError(str(e)) from None
     if getattr(args, "report", None):
