@@ -141,6 +141,8 @@ def test_a_keyword_that_matches_no_test_is_bad_input():
     (["--sweep-points", "x"], "error: bad cut point 'x'"),
     (["--junitxml", "/no/such/dir/out.xml"], "error: --junitxml /no/such/dir/out.xml: no such directory"),
     (["-d", "1234:5678"], "error: the emulated device: no DFU device matches -d 1234:5678"),
+    (["--address", "0x08008100"], "error: --address 0x08008100: an application at 0x08008100 cannot relocate VTOR"),
+    (["--chip", "STM32F103ZZ"], "error: "),
 ])
 def test_bad_input_is_one_line_and_exit_two(capsys, args, message):
     code = main(["conformance", str(IMAGES / "boot_fixed.elf"), *args])

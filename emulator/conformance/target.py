@@ -16,6 +16,7 @@ from typing import Any
 
 from emulator.bootflow.harness import SimBoard
 from emulator.bootflow.scenario import Triggers, first_writable, read_application
+from emulator.bootflow.testapp import build_test_application
 from emulator.core.chips import Chip, get_chip
 from emulator.core.flashcheck import landing_address
 from emulator.core.loader import ImageError
@@ -109,6 +110,11 @@ class ConformanceTarget:
             raise EmulatorError(str(e)) from None
         if self.app is not None:
             read_application(self.app, self.address)
+        elif self.address is not None:
+            try:
+                build_test_application(self.address, chip)
+            except ValueError as e:
+                raise EmulatorError(f"--address 0x{self.address:08X}: {e}") from None
         if self.leave not in ("auto", "reset", "none"):
             raise EmulatorError(f"unknown leave mode {self.leave!r}")
 
