@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hostside import selection
+from hostside.console import console, is_terminal
 from hostside.dfu import (
     BusyTiming,
     DfuClient,
@@ -239,14 +240,13 @@ class ProgressView:
         self._progress: Any = None
         self._tasks: dict[str, Any] = {}
         self._started = False
-        if enabled:
-            from rich.console import Console
+        if enabled and is_terminal(stream):  # a bar is for people: CI logs get no redraws
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[amount]}"),
                 TimeElapsedColumn(),
-                console=Console(file=stream), transient=False,
+                console=console(stream), transient=False,
             )
 
     def __enter__(self) -> ProgressView:

@@ -106,11 +106,23 @@ def test_verbose_prints_each_erase_with_its_busy_time(app_bin: Path) -> None:
     assert "erase 0x08008800: device busy 50.0 ms (2 polls, 50 ms poll timeouts)" in err
 
 
-def test_progress_bar_goes_to_stderr(app_bin: Path) -> None:
-    out, err = io.StringIO(), io.StringIO()
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_goes_to_stderr_on_a_terminal(app_bin: Path) -> None:
+    out, err = io.StringIO(), FakeTerminal()
     code = main(["-s", "0x08008000", "-D", str(app_bin)], transports=lambda: [DfuseDeviceDouble()],
                 stdout=out, stderr=err)
     assert code == 0 and "Download" in err.getvalue() and "Download" not in out.getvalue().split("Downloaded")[0]
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(app_bin: Path) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["-s", "0x08008000", "-D", str(app_bin)], transports=lambda: [DfuseDeviceDouble()],
+                stdout=out, stderr=err)
+    assert code == 0 and err.getvalue() == ""
 
 
 def test_verify_after_download_succeeds(app_bin: Path) -> None:

@@ -28,7 +28,7 @@ from emulator.usb.target import DeviceNotAttached, attach
 from firmware_models import flash_journal as fj
 from firmware_models.flash import TIMINGS
 from hostside.dfu import DfuClient, DfuException, DfuState, state_name, status_name
-from hostside.dfuse_layout import LayoutError, parse_layout
+from hostside.dfuse_layout import LayoutError, MemoryLayout, parse_layout
 from hostside.selection import DfuSelector
 
 HOST_TIMEOUT_MS = 5000  # dfu-util's default control-transfer timeout
@@ -392,17 +392,9 @@ def _download_checks(report: CheckReport, order: str, o: FlashOutcome, chip: Chi
                 "operation, and the request itself must complete within the host's timeout"))
 
 
-def _layout_checks(report: CheckReport, o: FlashOutcome, chip: Chip) -> Any:
-    """DfuSe only: the layout string against the chip; returns the parsed layout (or None)."""
-    name = o.layout_string
-    if name is None or o.protocol == "dfu":
-        return None
-    try:
-        layout = parse_layout(name)
-    except LayoutError as e:
-        report.add(Finding("layout-unparsable", "the DfuSe memory-layout string cannot be parsed",
-                           {"layout": name, "error": str(e)}, "UM0424 §4.3.2"))
-        return None
+def layout_problems(layout: MemoryLayout, chip: Chip) -> list[str]:
+    """Where a DfuSe memory layout does not describe ``chip``'s flash: segments outside it, units that
+    are not its pages (UM0424 §4.3.2; RM0008 §3.3.3).  Empty when it does."""
     problems: list[str] = []
     for region in layout.regions:
         for seg in region.segments:
@@ -416,7 +408,21 @@ def _layout_checks(report: CheckReport, o: FlashOutcome, chip: Chip) -> Any:
             elif seg.size != chip.page_size:
                 problems.append(f"segment unit {seg.size // 1024} KiB is not the chip's "
                                 f"{chip.page_size // 1024} KiB page: the host erases only at unit starts")
-    problems = list(dict.fromkeys(problems))
+    return list(dict.fromkeys(problems))
+
+
+def _layout_checks(report: CheckReport, o: FlashOutcome, chip: Chip) -> Any:
+    """DfuSe only: the layout string against the chip; returns the parsed layout (or None)."""
+    name = o.layout_string
+    if name is None or o.protocol == "dfu":
+        return None
+    try:
+        layout = parse_layout(name)
+    except LayoutError as e:
+        report.add(Finding("layout-unparsable", "the DfuSe memory-layout string cannot be parsed",
+                           {"layout": name, "error": str(e)}, "UM0424 §4.3.2"))
+        return None
+    problems = layout_problems(layout, chip)
     if problems:
         report.add(Finding("layout-does-not-match-chip",
                            "the DFU memory-layout string does not describe this chip's flash",

@@ -878,13 +878,12 @@ class _Snapshots:
 def render(reports: Sequence[SweepReport], console: Any = None, *, all_rows: bool = False) -> None:
     """A rich table per report: one row per distinct outcome run (rows equal to the
     previous one in outcome and evidence are folded unless ``all_rows``)."""
-    from rich.console import Console
     from rich.table import Table
 
+    from hostside.console import console as stderr_console
+
     if console is None:
-        console = Console(stderr=True, highlight=False)
-        if not console.is_terminal:
-            console = Console(stderr=True, highlight=False, width=160)
+        console = stderr_console()  # plain unwrapped lines when stderr is not a terminal
     style = {"dfu": "green", "app_ok": "green", "broken_app": "bold red", "bricked": "bold red"}
     for rep in reports:
         t = Table(title=f"power-cut sweep: {rep.boot_image} + {rep.app_file} ({rep.erase_order}, "

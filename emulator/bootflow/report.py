@@ -15,6 +15,7 @@ from emulator.core.machine import Machine, StopReason
 from emulator.core.session import Board
 from firmware_models.nvic import exception_name
 from firmware_models.scb import CFSR_BITS, HFSR_BITS, decode_bits
+from hostside.console import console as stderr_console
 
 NS_PER_MS = 1_000_000
 
@@ -80,9 +81,8 @@ def to_json(data: dict[str, Any]) -> str:
 
 
 def _stderr_console() -> Console:
-    console = Console(stderr=True, highlight=False)
-    # Piped output (CI logs) gets wide lines instead of rich's 80-column default.
-    return console if console.is_terminal else Console(stderr=True, highlight=False, width=160)
+    # A terminal gets rich's console; piped output (CI logs) plain unwrapped lines, no trailing spaces.
+    return stderr_console()
 
 
 def _table() -> Table:
@@ -263,3 +263,40 @@ def render_check(data: dict[str, Any], console: Console | None = None) -> None:
         if f["reference"]:
             console.print(f"    [dim]see {escape(f['reference'])}[/]")
     console.print(f"[bold red]{len(data['findings'])} finding(s)[/]")
+
+
+# -- --quiet: only what failed ----------------------------------------------------------------
+
+def render_flash_result(data: dict[str, Any], console: Console | None = None) -> None:
+    """``flash --quiet``: nothing when the boot flow worked, else one line saying where it broke."""
+    if data["ok"]:
+        return
+    console = console or _stderr_console()
+    if data["error"]:
+        why = data["error"]
+    elif data["verify"] is not None and not data["verify"]["ok"]:
+        why = "verify failed"
+    elif data.get("flash_check") is not None and not data["flash_check"]["ok"]:
+        why = "the flash differs from the image sent"
+    elif data["jump"] is None:
+        why = "no jump into the application"
+    else:
+        why = f"the application ended in {data['stop']['reason'] if data['stop'] else 'nothing'}"
+    console.print(f"boot flow broken: {escape(why)}", highlight=False)
+
+
+def render_findings(data: dict[str, Any], console: Console | None = None) -> None:
+    """``check --quiet``: one line per finding (id and title), nothing when there is none."""
+    console = console or _stderr_console()
+    for f in data["findings"]:
+        console.print(f"{f['id']}: {escape(f['title'])}", highlight=False)
+
+
+def render_sweep_counts(counts: dict[str, int], problems: list[str], console: Console | None = None) -> None:
+    """``--power-cut-sweep --quiet``: the outcome counts, and each problem, when a cut went wrong."""
+    if not counts.get("broken_app") and not counts.get("bricked") and not problems:
+        return
+    console = console or _stderr_console()
+    console.print(", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False)
+    for p in problems:
+        console.print(f"problem: {escape(p)}", highlight=False)

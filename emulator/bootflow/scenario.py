@@ -15,6 +15,7 @@ from typing import Any
 import usb.core
 from unicorn import UC_HOOK_CODE
 
+from emulator.core import progress
 from emulator.core.chips import get_chip
 from emulator.core.flashcheck import compare_flash, landing_address
 from emulator.core.loader import Image, ImageError, load_image, place_images
@@ -34,7 +35,7 @@ from emulator.core.symbols import SymbolTable
 from emulator.usb.host import UsbError
 from emulator.usb.target import EmulatedTarget, attach
 from firmware_models.nvic import exception_name
-from hostside.dfu import DfuClient, DfuException, DfuVerifyError
+from hostside.dfu import DfuClient, DfuException, DfuVerifyError, ProgressEvent
 from hostside.dfuse_layout import LayoutError, MemoryLayout, RegionError, parse_layout
 from hostside.files import FileFormatError, FirmwareImage, LoadedFile, load_file
 from hostside.selection import DfuSelector
@@ -225,8 +226,10 @@ def flash_and_boot(boot_image: str, app_file: str, *, app_address: int | None = 
     target = attach(board)
     t0 = m.now_ns
     after = Triggers(boot1_after, pins_after, bkp_after)
+    shown = DfuProgress(f" ({erase_order})" if erase_order != "all-first" else "")
     try:
         client = open_dfu(target, selector, outcome)
+        client.progress = shown
         if client.is_dfuse:
             _dfuse_session(client, target, outcome, loaded, erase_order, verify, after, leave, t0)
         else:
@@ -239,13 +242,42 @@ def flash_and_boot(boot_image: str, app_file: str, *, app_address: int | None = 
         if outcome.download_ok:  # the data went out: what the flash holds still counts
             record_results(outcome, len(m.uart_output.get(1, b"")))
         return outcome
+    finally:
+        shown.close()
     target.close()
     _watch_jump(outcome, payload)  # already watching since the leave, unless the session ended early
     uart_before = len(m.uart_output.get(1, b""))
-    outcome.stop = m.run(max_ns=run_ns)
+    with progress.task(f"running what booted ({run_ns / 1e9:g} s emulated)"):
+        outcome.stop = m.run(max_ns=run_ns)
     record_results(outcome, uart_before)
     board.save()
     return outcome
+
+
+class DfuProgress:
+    """The DFU client's progress events as tasks: the erases, the download, the verify upload."""
+
+    UNITS = {"erase": "pages", "download": "bytes", "upload": "bytes", "verify": "bytes"}
+
+    def __init__(self, suffix: str = "") -> None:
+        self.suffix = suffix
+        self.tasks: dict[str, progress.Task] = {}
+
+    def __call__(self, ev: ProgressEvent) -> None:
+        unit = self.UNITS.get(ev.phase)
+        if unit is None:
+            return
+        task = self.tasks.get(ev.phase)
+        if task is None:
+            task = self.tasks[ev.phase] = progress.task(f"{ev.phase}{self.suffix}", ev.total or None, unit)
+        task.update(completed=ev.done, total=ev.total or None)
+        if ev.total and ev.done >= ev.total:
+            self.tasks.pop(ev.phase).close()
+
+    def close(self) -> None:
+        for task in self.tasks.values():
+            task.close()
+        self.tasks.clear()
 
 
 def run_session(target: EmulatedTarget, outcome: FlashOutcome, loaded: LoadedFile, *, selector: DfuSelector | None,

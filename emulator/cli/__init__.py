@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import usb.core
 
-from emulator.cli import check, flash, run, serve, sweep_merge, usb_info
+from emulator.cli import check, conformance, flash, run, serve, sweep_merge, usb_info
 from emulator.cli.common import EXIT_FAILED, EXIT_USAGE
 from emulator.core.arguments import OneLineParser, UsageError
 from emulator.core.machine import EmulatorError
@@ -30,7 +30,7 @@ from emulator.core.port import StrictModeError
 from emulator.usb.host import UsbError
 from hostside.dfu import DfuException
 
-COMMANDS = (run, flash, check, serve, usb_info, sweep_merge)
+COMMANDS = (run, flash, check, conformance, serve, usb_info, sweep_merge)
 DESCRIPTION = "Run a real STM32F103 bootloader and application on an emulated board."
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE, EXIT_INTERNAL = 130, 141, 70
 TRACEBACK_VARIABLE = "STM32_BOOTSIM_TRACEBACK"

@@ -81,6 +81,11 @@ def add_trigger_arguments(p: argparse.ArgumentParser, *, after: bool = False) ->
                    help="set a backup register before the reboot that follows the download")
 
 
+def add_quiet_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress and no report: only what failed (the exit code says the rest)")
+
+
 def board_options(args: argparse.Namespace, **extra: object) -> BoardOptions:
     """The board that :func:`add_board_arguments`' options describe."""
     return BoardOptions(image=args.image, base=args.base, apps=args.app, chip=args.chip, boot0=args.boot0,

@@ -10,7 +10,8 @@ import sys
 import time
 
 from emulator.bootflow import report, report_data, report_html
-from emulator.bootflow.powercut import DEFAULT_RUN_NS, parse_points, render, sweep
+from emulator.bootflow.powercut import DEFAULT_RUN_NS, Trial, parse_points, render, sweep
+from emulator.bootflow.progress_view import reporter_for
 from emulator.bootflow.scenario import flash_and_boot, outcome_summary
 from emulator.cli.common import (
     EXIT_CLEAN,
@@ -18,12 +19,15 @@ from emulator.cli.common import (
     add_chip_argument,
     add_flash_timing_argument,
     add_flow_arguments,
+    add_quiet_argument,
     add_selection_arguments,
     add_trigger_arguments,
     flow_options,
 )
+from emulator.core import progress
 from emulator.core.arguments import parse_duration, parse_int
 from emulator.core.machine import EmulatorError
+from emulator.core.progress import reporting
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -63,6 +67,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     fl.add_argument("--shard", type=parse_shard, default=None, metavar="K/N",
                     help="run every N-th power-cut trial from the K-th (K in 0..N-1), for a CI matrix; "
                          "merge the --json outputs with `python -m emulator sweep-merge`")
+    add_quiet_argument(fl)
     fl.set_defaults(func=cmd_flash)
 
 
@@ -91,8 +96,13 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def cmd_flash(args: argparse.Namespace) -> int:
-    if args.power_cut_sweep:
-        return cmd_power_cut_sweep(args)
+    with reporting(reporter_for(args.quiet)):
+        if args.power_cut_sweep:
+            return cmd_power_cut_sweep(args)
+        return _flash(args)
+
+
+def _flash(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     common = {"app_address": args.address, "erase_order": args.erase_order, "verify": not args.no_verify,
               "chip": args.chip, "flash_file": args.flash_file, "flash_timing": args.flash_timing,
@@ -120,7 +130,10 @@ def cmd_flash(args: argparse.Namespace) -> int:
             print("\n".join(data["explain"]))
         sys.stdout.write(outcome.app_uart)
         sys.stdout.flush()
-        report.render_flash(data)
+        if args.quiet:
+            report.render_flash_result(data)
+        else:
+            report.render_flash(data)
     return EXIT_CLEAN if outcome.ok else EXIT_FAILED
 
 
@@ -134,17 +147,28 @@ def cmd_power_cut_sweep(args: argparse.Namespace) -> int:
         options = flow_options(args)
         if options.pop("leave") != "auto":
             raise EmulatorError("the power-cut sweep leaves DFU mode as the device asks: --leave does not apply")
-        rep = sweep(args.image, args.app, points=points, erase_order=getattr(args, "erase_order", "all-first"),
-                    chip=getattr(args, "chip", None), run_ns=getattr(args, "max_time", None) or DEFAULT_RUN_NS,
-                    app_address=getattr(args, "address", None),
-                    flash_timing=getattr(args, "flash_timing", "typical"), jobs=getattr(args, "jobs", None),
-                    shard=getattr(args, "shard", None), **options)
+        with progress.task("power-cut sweep: reference download", unit="cuts") as cuts:
+            def cut_done(trial: Trial) -> None:
+                cuts.update(completed=len(seen) + 1, description=f"power-cut sweep: {trial.point.label} "
+                                                                 f"{trial.outcome}")
+                seen.append(trial)
+
+            seen: list[Trial] = []
+            rep = sweep(args.image, args.app, points=points,
+                        erase_order=getattr(args, "erase_order", "all-first"),
+                        chip=getattr(args, "chip", None),
+                        run_ns=getattr(args, "max_time", None) or DEFAULT_RUN_NS,
+                        app_address=getattr(args, "address", None),
+                        flash_timing=getattr(args, "flash_timing", "typical"), jobs=getattr(args, "jobs", None),
+                        shard=getattr(args, "shard", None), progress=cut_done, **options)
     except ValueError as e:
         raise EmulatorError(str(e)) from None
     if getattr(args, "report", None):
         report_html.write_html(args.report, report_data.sweep_document(rep, vars(args)))
     if getattr(args, "json", False):
         print(rep.to_json())
+    elif getattr(args, "quiet", False):
+        report.render_sweep_counts(rep.counts(), rep.problems)
     else:
         render([rep], all_rows=getattr(args, "sweep_all_rows", False))
     return EXIT_CLEAN if rep.clean else EXIT_FAILED

@@ -10,15 +10,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from emulator.bootflow.progress_view import reporter_for
 from emulator.cli.common import (
     EXIT_FAILED,
     add_board_arguments,
+    add_quiet_argument,
     add_selection_arguments,
     board_options,
     selector_from,
 )
 from emulator.core.arguments import parse_duration, parse_int, parse_port, parse_scale
 from emulator.core.machine import EmulatorError
+from emulator.core.progress import reporting
 from emulator.usb.device_server import format_flash_check, format_summary, serve_command
 
 
@@ -45,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=parse_port, default=3240, help="USB/IP TCP port (default 3240; 0 = any free port)")
     p.add_argument("--idle-timeout", type=parse_duration, default=parse_duration("60s"),
                    help="USB/IP: stop when no client connects or talks for this long (wall time)")
+    add_quiet_argument(p)
     p.set_defaults(boot1=False, program=[], func=cmd_serve)
     # The usage line names what follows "--", which no argparse argument describes.
     formatter = p._get_formatter()
@@ -69,6 +73,11 @@ class _SplitAtDoubleDash(argparse.ArgumentParser):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    with reporting(reporter_for(args.quiet)):
+        return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
     command = list(args.program)
     if args.usbip:
         if command:
@@ -84,9 +93,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                            timeout_ms=args.transfer_timeout / 1e6, attach_timeout_ns=args.attach_timeout,
                            pcap_path=args.usb_pcap, selector=selector_from(args), plain_address=args.address)
     result.board.save()
-    print(format_summary(result), file=sys.stderr)
+    if not args.quiet:
+        print(format_summary(result), file=sys.stderr)
     line = format_flash_check(result.flash_check)
-    if line is not None:
+    if line is not None and not (args.quiet and result.flash_ok):
         print(line, file=sys.stderr)
     # The flash decides, whatever the program's exit code said (a silent false success fails here).
     return result.exit_code if result.flash_ok else EXIT_FAILED

@@ -29,11 +29,14 @@ import shutil
 import socket
 import struct
 import subprocess
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
+from emulator.core import progress
 from emulator.core.flashcheck import compare_flash, describe_differences, landing_address
 from emulator.core.machine import EmulatorError
 from emulator.core.session import Board, BoardOptions, build_board
@@ -75,11 +78,13 @@ class SentDownload:
     by_address: dict[int, bytes] = field(default_factory=dict)  # DfuSe: address -> data block
     blocks: dict[int, bytes] = field(default_factory=dict)  # plain DFU: block -> data, current payload
     requests: int = 0
+    bytes_sent: int = 0  # every DNLOAD data byte, commands included
 
     def record(self, block: int, data: bytes) -> None:
         if not data:
             return  # a zero-length DNLOAD: manifestation or DfuSe leave, no data
         self.requests += 1
+        self.bytes_sent += len(data)
         if self.dfuse:
             if block == 0:
                 if data[0] == DFUSE_SET_ADDRESS and len(data) == 5:
@@ -131,6 +136,7 @@ class DeviceServer:
     stats: ServeStats = field(default_factory=ServeStats)
     sent: SentDownload | None = None  # the DNLOAD traffic, once a host sent any
     started_ns: int = 0
+    progress: progress.Task | None = None  # shows the session's requests while it runs
 
     @property
     def host(self):  # noqa: ANN201 - emulator.usb.host.VirtualHost
@@ -168,7 +174,16 @@ class DeviceServer:
                 return -errno.EOVERFLOW, bytes(e.partial)
             return -errno.EPROTO, bytes(e.partial)
         self._note_detach()
+        self._show()
         return 0, result if isinstance(result, bytes) else b""
+
+    def _show(self) -> None:
+        if self.progress is None:
+            return
+        sent = self.sent.bytes_sent if self.sent is not None else 0
+        self.progress.update(completed=self.stats.transfers,
+                             description=f"serving: {sent / 1024:.1f} KiB downloaded, "
+                                         f"{(self.target.now_ns() - self.started_ns) / 1e6:.0f} ms emulated")
 
     def control(self, setup: bytes, data_out: bytes = b"", timeout_ms: float | None = None) -> tuple[int, bytes]:
         """One control transfer; returns (status, data read)."""
@@ -374,13 +389,23 @@ def serve_command(options: BoardOptions, command: Sequence[str], *, poll_scale: 
     ours, theirs = socket.socketpair()
     wall0 = time.perf_counter()
     start_ns = target.now_ns()
+    reporter = progress.current()
+    # While a bar is drawn on the terminal, the program's output goes above it (through the reporter).
+    piped = reporter is not None and reporter.draws
     try:
         proc = subprocess.Popen([python, str(BRIDGE), "--fd", str(theirs.fileno()), "--", *command],
-                                pass_fds=(theirs.fileno(),))
+                                pass_fds=(theirs.fileno(),), stdout=subprocess.PIPE if piped else None,
+                                stderr=subprocess.STDOUT if piped else None)
     except OSError as e:
         raise EmulatorError(f"cannot start the umockdev bridge with {python}: {e.strerror}") from None
     theirs.close()
+    echo = None
+    if piped:
+        assert reporter is not None and proc.stdout is not None
+        echo = threading.Thread(target=_forward_lines, args=(proc.stdout, reporter.echo), daemon=True)
+        echo.start()
     code: int | None = None
+    server.progress = progress.task(f"serving {Path(command[0]).name}", unit="requests")
     try:
         send_frame(ours, device_description(server))
         while True:
@@ -401,12 +426,28 @@ def serve_command(options: BoardOptions, command: Sequence[str], *, poll_scale: 
             send_frame(ours, reply, data)
     finally:
         ours.close()
+        server.progress.close()
     bridge_code = proc.wait()
+    if echo is not None:
+        echo.join(timeout=5)
     wall = time.perf_counter() - wall0
     target.close()
     if code is None:
         raise EmulatorError(f"the umockdev bridge ended without reporting the command's exit (code {bridge_code})")
     return ServeResult(code, target.board, server, wall, start_ns, server.flash_check(plain_address))
+
+
+def _forward_lines(stream: IO[bytes], echo: Callable[[str], None]) -> None:
+    """Hand each line a program prints to ``echo``; of a line redrawn with carriage returns (a
+    progress bar of its own), only the last state."""
+    pending = b""
+    for chunk in iter(lambda: stream.read1(4096), b""):  # type: ignore[attr-defined]
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            echo(line.rsplit(b"\r", 1)[-1].decode("utf-8", "replace") + "\n")
+    if pending:
+        echo(pending.rsplit(b"\r", 1)[-1].decode("utf-8", "replace") + "\n")
 
 
 def flash_check_passed(check: dict | None) -> bool:

@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from emulator.core import progress
 from emulator.core.machine import EmulatorError
 from emulator.core.session import BoardOptions
 from emulator.usb.device_server import DeviceServer, boot_and_attach, flash_check_passed, format_flash_check
@@ -229,7 +230,11 @@ def serve_usbip(options: BoardOptions, *, host: str = "127.0.0.1", port: int = 3
     ids = f"{target.device.idVendor:04x}:{target.device.idProduct:04x}"
     print(f"serve: exporting {ids} as bus id {BUSID} on {host}:{server.port} (USB/IP 0x{USBIP_VERSION:04x}); "
           f"attach with: usbip attach -r {host} -b {BUSID}", file=sys.stderr, flush=True)
-    server.serve()
+    device.progress = progress.task(f"serving over USB/IP on {host}:{server.port}", unit="requests")
+    try:
+        server.serve()
+    finally:
+        device.progress.close()
     target.close()
     target.board.save()
     s = server.server.summary()
