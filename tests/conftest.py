@@ -6,8 +6,14 @@ import shutil
 import subprocess
 
 import pytest
+from hypothesis import settings
 
 from emulator.usb.device_server import APT_LINE, bridge_python
+
+# No wall-clock limits in tests: hypothesis's per-example deadline is one, and it fails
+# examples at random on a loaded CI machine.
+settings.register_profile("bootsim", deadline=None)
+settings.load_profile("bootsim")
 
 
 @pytest.fixture(scope="session")

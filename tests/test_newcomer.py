@@ -130,7 +130,8 @@ def test_readme_documents_every_exit_code() -> None:
 
 
 def test_readme_python_example_runs_from_another_directory(tmp_path: Path) -> None:
-    snippet = re.search(r"```python\n(.*?)```", README, re.DOTALL)
+    snippet = next((m for m in re.finditer(r"```python\n(.*?)```", README, re.DOTALL) if "open_emulated" in m.group(1)),
+                   None)
     assert snippet is not None
     proc = subprocess.run([sys.executable, "-c", snippet.group(1)], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
