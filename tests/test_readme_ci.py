@@ -32,7 +32,8 @@ def test_the_ci_section_has_a_github_and_a_gitlab_job():
 
 @pytest.mark.parametrize("block", BLOCKS, ids=["github", "gitlab"])
 def test_each_ci_example_is_valid_yaml(block):
-    yaml = pytest.importorskip("yaml")
+    import yaml  # in the test extras: the examples are checked, never skipped
+
     assert isinstance(yaml.safe_load(block), dict)
 
 
