@@ -1,10 +1,11 @@
 """The emulated STM32F103: Unicorn core, memory map, peripherals, time.
 
 The machine owns Unicorn, the bus, emulated time and the exception engine.
-Peripheral models only see their port.  The CPU runs in *slices* of an exact
-instruction count up to the next timed event; a model that needs the CPU to
-react sooner (an interrupt became pending, a reset was requested, the clock
-changed) makes the slice end right after the current instruction.
+Peripheral models only see their port.  The CPU runs in *slices* up to the
+next timed event, counted block by block (:mod:`emulator.core.engine`): a slice
+ends at the first translated-block boundary at or after the event, and a model
+that needs the CPU to react sooner (an interrupt became pending, a reset was
+requested, the clock changed) makes the slice end at the next block boundary.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ from emulator.core.chips import (
     UNIQUE_ID_BASE,
     Chip,
 )
+from emulator.core.engine import Engine, make_engine
 from emulator.core.exceptions import ExceptionEngine, FaultRecord, Lockup
-from emulator.core.icount import InstructionCounter
 from emulator.core.port import Event, SimPort, StrictModeError
 from emulator.core.symbols import SymbolTable
 from emulator.core.time import Scheduler
@@ -70,8 +71,7 @@ from firmware_models.usb import UsbDevice
 
 log = logging.getLogger("emulator.core.machine")
 
-MAX_SLICE = 1 << 16  # bounds how long an idle loop runs before it is noticed
-MASKED_STEP_BUDGET = 200_000  # single-step at most this long while an IRQ waits on PRIMASK
+MAX_SLICE = 1 << 16  # instructions; bounds how long a polling loop runs before it is looked at
 THUMB_B_SELF = 0xE7FE  # "b ." : the idle loop of countless main()s
 THUMB_WFI = 0xBF30
 THUMB_WFE = 0xBF20
@@ -81,6 +81,9 @@ CALL_RETURN = 0xF000_0000  # unmapped: a fetch here means a function called by c
 _CONTEXT_REGS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
     A.UC_ARM_REG_MSP, A.UC_ARM_REG_PSP, A.UC_ARM_REG_LR, A.UC_ARM_REG_PC, A.UC_ARM_REG_XPSR,
     A.UC_ARM_REG_PRIMASK, A.UC_ARM_REG_BASEPRI, A.UC_ARM_REG_FAULTMASK)
+# Errors that stop a block at the instruction that caused them (data aborts, undefined instructions).
+_MID_BLOCK_ERRORS = (UC_ERR_READ_UNMAPPED, UC_ERR_READ_PROT, UC_ERR_WRITE_UNMAPPED, UC_ERR_WRITE_PROT,
+                     UC_ERR_INSN_INVALID)
 SENTINEL_SRAM = 0xA5  # power-on SRAM fill, so reads of uninitialised memory stand out
 
 
@@ -132,10 +135,9 @@ class Machine:
         self._slice_end_ns = 0
         self._reset_request: str | None = None
         self._stop: StopReason | None = None
-        self._pending_fault: tuple[str, int, int | None, int] | None = None  # cause, pc, addr, return
+        self._pending_fault: tuple[str, int, int | None] | None = None  # cause, pc, address
         self._unmapped: tuple[int, int] | None = None  # (access, address) of the last unmapped access
         self._internal_error: BaseException | None = None
-        self._masked_steps = 0
         self._external_stop = False
         self.last_stop: StopReason | None = None
         self._trapped: set[int] = set()
@@ -147,7 +149,6 @@ class Machine:
     # -- construction ---------------------------------------------------------------------
     def _build_core(self) -> None:
         self.uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB, A.UC_CPU_ARM_CORTEX_M3)
-        self.counter = InstructionCounter(self.uc)
         self.nvic = ExceptionController(self.chip.num_irqs)
         self.nvic.listeners.append(self._request_stop)
 
@@ -194,6 +195,9 @@ class Machine:
 
     def _map_memory(self) -> None:
         uc, chip = self.uc, self.chip
+        self.engine: Engine = make_engine(uc, self.flash_storage, chip.flash_base,
+                                          0 if self.boot0 else chip.flash_size)
+        self._st = self.engine.state
         rx = UC_PROT_READ | UC_PROT_EXEC
         uc.mem_map(chip.flash_base, chip.flash_size, rx)
         if not self.boot0:
@@ -250,6 +254,14 @@ class Machine:
     @property
     def pc(self) -> int:
         return self.uc.reg_read(A.UC_ARM_REG_PC)
+
+    def access_pc(self) -> int:
+        """Where the CPU is, for events: inside a slice (an MMIO or store hook) the start of
+        the translated block making the access, since Unicorn updates the PC register only
+        at block boundaries; outside a slice the PC."""
+        if self._in_slice and self._st.block_size:
+            return self._st.block
+        return self.pc
 
     def reg(self, name: str) -> int:
         return self.uc.reg_read(getattr(A, f"UC_ARM_REG_{name.upper()}"))
@@ -518,30 +530,31 @@ class Machine:
         budget = MAX_SLICE if due is None else min(MAX_SLICE, self.scheduler.cycles_until(due, hz))
         if instr_limit is not None:
             budget = max(1, min(budget, instr_limit - self.instructions))
+        masks = None
         if self.exc.pending_but_masked():
-            # Take the interrupt right after the instruction that unmasks it (CPSIE, MSR).
-            self._masked_steps += 1
-            if self._masked_steps <= MASKED_STEP_BUDGET:
-                budget = 1
-            elif self._masked_steps == MASKED_STEP_BUDGET + 1:
-                log.info("long masked section at %s: interrupt latency is now up to 64 instructions",
-                         self.symbol(self.pc))
-            else:
-                budget = min(budget, 64)
-        else:
-            self._masked_steps = 0
+            # End the slice when PRIMASK/FAULTMASK/BASEPRI change: CPS and MSR end a translated
+            # block, so the interrupt is taken right after the instruction that unmasks it.
+            r = self.uc.reg_read
+            masks = (r(A.UC_ARM_REG_PRIMASK), r(A.UC_ARM_REG_FAULTMASK), r(A.UC_ARM_REG_BASEPRI))
         self._slice_end_ns = due if due is not None else 1 << 62
         self._synced = 0
+        self.engine.begin(budget, masks)
         self._in_slice = True
         pc = self.pc
         error: UcError | None = None
         try:
-            self.uc.emu_start(pc | 1, 0, count=budget)
+            self.uc.emu_start(pc | 1, 0)
         except UcError as e:
             error = e
         finally:
             self._in_slice = False
-        executed = self.counter.executed_after_run()
+        if error is not None and error.errno in _MID_BLOCK_ERRORS:
+            # The block stopped at the faulting instruction: only those before it ran
+            # (an unsupported WFE is carried out as a hint by _cpu_error).
+            fault_pc = self.pc
+            self.engine.rewind_to(fault_pc, 1 if self._halfword(fault_pc) == THUMB_WFE else 0)
+        st = self._st
+        executed = st.count
         self._advance(executed - self._synced)
         self.instructions += executed
         self._note_path(self.pc)
@@ -554,10 +567,12 @@ class Machine:
         if error is not None:
             self._cpu_error(error)
         elif self._pending_fault is not None:
-            cause, fpc, addr, ret = self._pending_fault
+            # Imprecise: taken at the block boundary after the access; the stacked PC is
+            # where execution got to (B3.2.15 IMPRECISERR).
+            cause, fpc, addr = self._pending_fault
             self._pending_fault = None
-            self._fault(cause, fpc, addr, ret)
-        elif executed < budget and self._stop is None and self._just_executed_wfi():
+            self._fault(cause, fpc, addr, self.pc)
+        elif not st.stopped and self._stop is None and self._just_executed_wfi():
             self.cpu.sleeping = True
         elif self._poll.period and self._stop is None:
             self._fast_forward_poll(deadline, instr_limit)
@@ -596,15 +611,25 @@ class Machine:
             self.scheduler.advance_cycles(cycles, self.port.clocks.hclk)
 
     def _sync(self) -> None:
-        """Bring emulated time up to the instruction now executing (called from MMIO hooks)."""
+        """Bring emulated time up to the start of the block now executing (MMIO and store hooks)."""
         if self._in_slice:
-            counted = self.counter.counted
-            self._advance(counted - self._synced)
-            self._synced = counted
+            counted = self._st.base
+            if counted != self._synced:
+                self._advance(counted - self._synced)
+                self._synced = counted
+
+    def _sync_block_end(self) -> None:
+        """Bring emulated time up to the end of the block just executed (interrupt hook: SVC,
+        exception return and fetch faults all come at the end of a block)."""
+        if self._in_slice:
+            counted = self._st.count
+            if counted != self._synced:
+                self._advance(counted - self._synced)
+                self._synced = counted
 
     def _request_stop(self) -> None:
         if self._in_slice:
-            self.counter.stop_after_current()
+            self._st.stop = 1
 
     def _note_path(self, pc: int) -> None:
         if self.symbols is None:
@@ -681,8 +706,8 @@ class Machine:
         try:
             return fn()
         except BusError as e:
-            pc = self.pc
-            self._pending_fault = ("IMPRECISERR", pc, e.address, pc + self._insn_size(pc))
+            if self._pending_fault is None:  # a second error before the first is taken merges with it
+                self._pending_fault = ("IMPRECISERR", self.access_pc(), e.address)
             self.port.event("bus_error", address=e.address, reason=e.reason)
             self._request_stop()
         except BaseException as e:  # noqa: BLE001 - must not unwind through Unicorn's C frames
@@ -782,12 +807,12 @@ class Machine:
         pc = uc.reg_read(A.UC_ARM_REG_PC)
         def body() -> None:
             if intno == 2:  # SVC: PC is already past the instruction
-                self._sync()
+                self._sync_block_end()
                 self.exc.svc(pc)
             elif intno in (3, 8) and pc | 1 in EXC_RETURNS and self.exc.ipsr() != 0:
                 # A branch to EXC_RETURN in handler mode (B1.5.8); QEMU reports it with
                 # bit 0 of the target cleared.
-                self._sync()
+                self._sync_block_end()
                 self.exc.exception_return(pc | 1)
             elif intno == 3 and pc == CALL_RETURN:
                 self._stop = StopReason("condition", "function returned", pc)
@@ -795,7 +820,7 @@ class Machine:
             elif intno == 3:
                 # Instruction fetch from the execute-never system region, e.g. an erased
                 # (0xFFFFFFFF) vector: MemManage IACCVIOL (B3.5.1).
-                self._sync()
+                self._sync_block_end()
                 self.exc.fault("IACCVIOL", pc)
             elif intno == 7:  # BKPT: no debugger attached
                 self._stop = StopReason("breakpoint", f"BKPT at {self.symbol(pc)}", pc)
@@ -812,6 +837,7 @@ class Machine:
             self.uc.mem_write(base + offset, data)
             # Translated code from the old bytes must go, at both addresses (docs/ARCHITECTURE.md, Unicorn notes).
             self.uc.ctl_remove_cache(base + offset, base + offset + length)
+        self.engine.code_changed()
 
     # -- instructions Unicorn gets wrong for a Cortex-M3 (see insn_traps) ---------------------
     def _scan_traps(self) -> None:
@@ -822,6 +848,8 @@ class Machine:
                 self._add_trap(address, self._divide_trap)
             for address in insn_traps.find_msr_basepri(data, base):
                 self._add_trap(address, self._msr_basepri_trap)
+            for address in insn_traps.find_barriers(data, base):
+                self._add_trap(address, self._barrier_trap)
 
     def _add_trap(self, address: int, callback: Callable[..., None]) -> None:
         if address in self._trapped:
@@ -853,6 +881,8 @@ class Machine:
             _, _, _, rm = insn_traps.decode_divide(first, second)
             if self.scb.ccr("DIV_0_TRP") and uc.reg_read(getattr(A, f"UC_ARM_REG_R{rm}")) == 0:
                 self._sync()
+                # The rest of the block is abandoned: the handler's PC is written below.
+                self.engine.rewind_to(address)
                 self.exc.fault("DIVBYZERO", address)  # UsageFault before the divide (B3.2.8)
         self._in_hook(uc, body)
 
@@ -868,7 +898,26 @@ class Machine:
             if sysm == 17 or (value and (current == 0 or value < current)):
                 uc.reg_write(A.UC_ARM_REG_BASEPRI, value)
             uc.reg_write(A.UC_ARM_REG_PC, (address + 4) | 1)
+            self.engine.rewind_to(address, then_executed=1)  # the MSR is done; Unicorn resumes after it
             self._request_stop()  # unmasking may make an interrupt deliverable now
+        self._in_hook(uc, body)
+
+    def _barrier_trap(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+        if self._pending_fault is None:
+            return
+
+        def body() -> None:
+            first, second = self._words(address)
+            if first != 0xF3BF or (second & 0xFFE0) != 0x8F40:
+                return
+            # The barrier waits for the store's bus error: taken now, the barrier re-executes
+            # after the handler (B3.2.15 IMPRECISERR).  The rest of the block is abandoned.
+            assert self._pending_fault is not None
+            cause, fpc, addr = self._pending_fault
+            self._pending_fault = None
+            self._sync()
+            self.engine.rewind_to(address)
+            self.exc.fault(cause, fpc, addr, imprecise_return=address)
         self._in_hook(uc, body)
 
     def _stackable(self, address: int, size: int) -> bool:
@@ -900,9 +949,11 @@ class _PollDetector:
         self.forget()
 
     def forget(self) -> None:
-        self._anchor: int | None = None
-        self._trail: list[tuple[int, int, int]] = []
-        self._previous: list[tuple[int, int, int]] | None = None
+        self._anchor: tuple[int, int] | None = None
+        self._block_entry = -1
+        self._rank = 0
+        self._trail: list[tuple[tuple[int, int], int, int]] = []
+        self._previous: list[tuple[tuple[int, int], int, int]] | None = None
         self._regs: tuple[int, ...] | None = None
         self._count = 0
         self._cooldown = 0  # anchor visits to let pass before the next register snapshot
@@ -910,7 +961,13 @@ class _PollDetector:
         self.period = 0
 
     def read(self, m: Machine, address: int, value: int) -> bool:
-        pc = m.uc.reg_read(A.UC_ARM_REG_PC)
+        # The read's place in the code: its block and its rank among the block's accesses.
+        st = m._st
+        if st.blocks != self._block_entry:
+            self._block_entry, self._rank = st.blocks, 0
+        else:
+            self._rank += 1
+        pc = (st.block, self._rank)
         if pc != self._anchor:
             if self._anchor is None or len(self._trail) >= self.MAX_READS_PER_ITERATION:
                 self.forget()
@@ -918,7 +975,10 @@ class _PollDetector:
             self._trail.append((pc, address, value))
             return False
         iteration, self._trail = self._trail, [(pc, address, value)]
-        stable, self._previous = iteration == self._previous, iteration
+        # The read just made starts the next iteration: it must return what it returned the
+        # last time too, or this iteration already differs (the awaited flag came up).
+        stable = iteration == self._previous and iteration[0] == self._trail[0]
+        self._previous = iteration
         if not stable:
             self._regs, self._cooldown, self._skip = None, 0, 0
             return False
@@ -927,7 +987,7 @@ class _PollDetector:
             return False
         # Reading 16 registers costs ~30 us through Unicorn's Python binding: a loop whose
         # registers keep changing (a counter) is checked less and less often.
-        now = m.instructions + m.counter.counted
+        now = m.instructions + m._st.base
         regs = tuple(m.uc.reg_read(r) for r in _POLL_REGS)
         if regs == self._regs and now > self._count:
             self.period = now - self._count  # a whole number of identical iterations
@@ -946,7 +1006,7 @@ class _MachinePort(SimPort):
         super().__init__(machine.scheduler, machine.strict)
         self.machine = machine
         self.irq_sink = lambda irq, level: machine.nvic.set_line(irq, level)
-        self.pc_provider = lambda: machine.pc
+        self.pc_provider = machine.access_pc
         self.reset_sink = self._reset
 
     def schedule(self, delay_ns: int, callback: Callable[[], None], name: str = ""):  # type: ignore[override]

@@ -1,0 +1,135 @@
+"""cffi builder of ``emulator.core._cengine``, the C half of the CPU engine.
+
+Built by ``pip install`` (``cffi_modules`` in ``setup.py``) when a C compiler is
+present; ``python -m emulator.core._cengine_build`` builds it in place for a
+source checkout.  Without it the pure-Python engine of :mod:`emulator.core.engine`
+runs with the same block-boundary semantics and the same results.
+
+Nothing is linked against Unicorn: the functions the C side calls
+(``uc_emu_stop``, ``uc_mem_read``, ``uc_reg_read``) are looked up in the library
+Unicorn's Python binding already loaded and handed over as pointers.
+"""
+
+from __future__ import annotations
+
+from cffi import FFI
+
+# The state shared by the C block hook and Python.  Python reads and writes the
+# fields directly; the pure-Python engine mirrors them in a plain object.
+STATE = """
+typedef struct {
+    uint64_t count;        /* instructions in the blocks entered since the slice began */
+    uint64_t base;         /* count before the current block */
+    uint64_t deadline;     /* end the slice at the first block boundary where count >= deadline */
+    uint64_t block;        /* address of the current block */
+    uint32_t block_size;   /* its size in bytes */
+    uint32_t block_n;      /* its instructions */
+    uint32_t stop;         /* nonzero: end the slice at the next block boundary */
+    uint32_t stopped;      /* 1: the hook ended the slice (deadline or stop), 2: at a "b ." */
+    uint32_t watch;        /* nonzero: end the slice when PRIMASK/FAULTMASK/BASEPRI leave masks[] */
+    uint32_t masks[3];
+    int32_t mask_regs[3];  /* Unicorn register ids of PRIMASK, FAULTMASK, BASEPRI */
+    uint32_t longest;      /* most instructions seen in one block */
+    uint64_t blocks;       /* blocks entered in all */
+    const uint8_t *flash;  /* the flash array, read to count a block's instructions */
+    uint64_t flash_base, flash_size, alias_size;
+    void *emu_stop, *mem_read, *reg_read;
+} bs_state;
+"""
+
+CDEF = STATE + """
+uintptr_t bs_block_hook_address(void);
+unsigned bs_count_thumb(const uint8_t *code, uint32_t size);
+"""
+
+SOURCE = STATE + r"""
+typedef int (*bs_stop_fn)(void *uc);
+typedef int (*bs_read_fn)(void *uc, uint64_t address, void *bytes, uint64_t size);
+typedef int (*bs_reg_fn)(void *uc, int regid, void *value);
+
+/* Thumb-2: a half-word whose top five bits are 0b11101, 0b11110 or 0b11111 starts a
+   32-bit instruction (ARMv7-M A5.1). */
+unsigned bs_count_thumb(const uint8_t *code, uint32_t size)
+{
+    unsigned n = 0;
+    uint32_t i = 0;
+    while (i + 1 < size) {
+        unsigned top = code[i + 1] >> 3;
+        i += (top >= 0x1D) ? 4 : 2;
+        n++;
+    }
+    return n;
+}
+
+static void bs_block_hook(void *uc, uint64_t address, uint32_t size, void *user_data)
+{
+    bs_state *st = (bs_state *)user_data;
+    const uint8_t *code;
+    uint8_t buf[4096];
+    unsigned n;
+
+    if (st->stop || st->count >= st->deadline)
+        goto stop;
+    if (st->watch) {
+        int k;
+        for (k = 0; k < 3; k++) {
+            uint32_t v = 0;
+            ((bs_reg_fn)st->reg_read)(uc, st->mask_regs[k], &v);
+            if (v != st->masks[k])
+                goto stop;
+        }
+    }
+    if (address >= st->flash_base && address + size <= st->flash_base + st->flash_size)
+        code = st->flash + (address - st->flash_base);
+    else if (address + size <= st->alias_size)
+        code = st->flash + address;
+    else {
+        if (size > sizeof buf)
+            size = sizeof buf;
+        if (((bs_read_fn)st->mem_read)(uc, address, buf, size) != 0)
+            size = 0;
+        code = buf;
+    }
+    if (size == 2 && code[0] == 0xFE && code[1] == 0xE7) {  /* "b ." : the machine's idle detector takes over */
+        st->stopped = 2;
+        ((bs_stop_fn)st->emu_stop)(uc);
+        return;
+    }
+    n = bs_count_thumb(code, size);
+    st->base = st->count;
+    st->count += n;
+    st->block = address;
+    st->block_size = size;
+    st->block_n = n;
+    st->blocks++;
+    if (n > st->longest)
+        st->longest = n;
+    return;
+stop:
+    st->stopped = 1;
+    ((bs_stop_fn)st->emu_stop)(uc);
+}
+
+uintptr_t bs_block_hook_address(void)
+{
+    return (uintptr_t)&bs_block_hook;
+}
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+# optional=True: a build failure skips the extension instead of failing `pip install`.
+ffibuilder.set_source("emulator.core._cengine", SOURCE, optional=True)
+
+
+if __name__ == "__main__":
+    import os
+    from pathlib import Path
+
+    # Build next to the sources (a checkout that was not pip-installed).
+    root = Path(__file__).resolve().parents[2]
+    os.chdir(root)
+    out = ffibuilder.compile(tmpdir=str(root / "build" / "cengine"), verbose=False)
+    target = root / "emulator" / "core" / Path(out).name
+    Path(out).replace(target)
+    print(target)

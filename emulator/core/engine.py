@@ -1,0 +1,232 @@
+"""The CPU engine: counts instructions block by block and ends slices on block boundaries.
+
+Unicorn's ``count=N`` counts exactly but installs a hook on every instruction
+(about a fifth of Unicorn's speed).  Here a block hook (``UC_HOOK_BLOCK``) is
+called once per translated block as it is entered: it adds the block's
+instruction count and ends the run *before* the block when the slice's deadline
+is reached or a stop was requested.  So a slice ends at the first block boundary
+at or after its deadline, and a stop request (an interrupt became pending, the
+USB host wants the CPU back) takes effect at the next block boundary.  Both are
+deterministic: the same image and inputs give the same boundaries.
+
+Counting rules (identical in both engines):
+
+* a block's count is the number of Thumb instructions in its bytes, conditional
+  instructions in an IT block included (a Cortex-M3 spends a cycle on them too);
+* a block that is cut short (a data abort, an instruction trap that redirects
+  the PC) is corrected by the machine with :meth:`Engine.rewind_to`;
+* ``b .`` (a block of the single half-word 0xE7FE) is never entered: the run
+  ends in front of it and the machine's idle detector skips time instead;
+* while ``watch`` is set the run also ends at the first block boundary where
+  PRIMASK, FAULTMASK or BASEPRI differ from the values given; CPS and MSR end a
+  translated block, so a masked interrupt is taken right after the instruction
+  that unmasks it.
+
+Two implementations share these rules: :class:`CEngine` (the hook in C, built
+with cffi, see ``_cengine_build.py``) and :class:`PyEngine` (the same hook in
+Python, for installations without a C compiler).  ``STM32_BOOTSIM_ENGINE=python``
+forces the Python one; tests run both and compare event logs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Any
+
+from unicorn import UC_HOOK_BLOCK, Uc
+from unicorn import arm_const as A
+from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC, uclib
+
+ENV_VAR = "STM32_BOOTSIM_ENGINE"
+THUMB_B_SELF = b"\xfe\xe7"
+MASK_REGS = (A.UC_ARM_REG_PRIMASK, A.UC_ARM_REG_FAULTMASK, A.UC_ARM_REG_BASEPRI)
+NO_DEADLINE = (1 << 64) - 1
+
+try:  # the compiled half; absent when the package was installed without a C compiler
+    from emulator.core import _cengine  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - depends on the installation
+    _cengine = None
+
+
+def count_thumb(code: bytes) -> int:
+    """Instructions in ``code``: a half-word with top bits 0b11101/0b11110/0b11111 starts a 32-bit one."""
+    n = i = 0
+    size = len(code) - 1
+    while i < size:
+        i += 4 if code[i + 1] >= 0xE8 else 2
+        n += 1
+    return n
+
+
+def c_engine_available() -> bool:
+    return _cengine is not None
+
+
+def engine_choice() -> str:
+    """``"c"`` or ``"python"``: the environment's choice, else C when it was built."""
+    wanted = os.environ.get(ENV_VAR, "").strip().lower()
+    if wanted in ("python", "py"):
+        return "python"
+    if wanted == "c" and _cengine is None:
+        raise RuntimeError(f"{ENV_VAR}=c, but the C engine (emulator.core._cengine) was not built: "
+                           "install with a C compiler, or run python -m emulator.core._cengine_build")
+    return "c" if _cengine is not None else "python"
+
+
+def _fn_address(fn: Any) -> int:
+    return ctypes.cast(fn, ctypes.c_void_p).value or 0
+
+
+class Engine:
+    """What the machine uses: ``state`` (the fields of ``bs_state``), slices, stops, corrections."""
+
+    name = "?"
+    state: Any
+
+    def __init__(self, uc: Uc, flash: bytearray, flash_base: int, alias_size: int) -> None:
+        self.uc = uc
+        self._flash = flash
+        self._flash_base = flash_base
+        self._flash_end = flash_base + len(flash)
+        self._alias_size = alias_size
+
+    # -- slices ----------------------------------------------------------------------------
+    def begin(self, budget: int, masks: tuple[int, int, int] | None) -> None:
+        """Arm the hook for a slice of at least ``budget`` instructions."""
+        st = self.state
+        st.count = st.base = 0
+        st.block = st.block_size = st.block_n = 0
+        st.deadline = budget
+        st.stop = st.stopped = 0
+        if masks is None:
+            st.watch = 0
+        else:
+            st.watch = 1
+            st.masks[0], st.masks[1], st.masks[2] = masks
+
+    def code_changed(self) -> None:
+        """Flash changed (the C hook reads the live array; the Python one caches counts)."""
+
+    # -- corrections -----------------------------------------------------------------------
+    def code_bytes(self, address: int, size: int) -> bytes:
+        if self._flash_base <= address and address + size <= self._flash_end:
+            off = address - self._flash_base
+            return bytes(self._flash[off:off + size])
+        if address + size <= self._alias_size:
+            return bytes(self._flash[address:address + size])
+        try:
+            return bytes(self.uc.mem_read(address, size))
+        except Exception:  # noqa: BLE001 - unreadable: nothing to count
+            return b""
+
+    def index_in_block(self, address: int) -> int:
+        """Instructions of the current block before ``address``."""
+        st = self.state
+        if not st.block <= address < st.block + st.block_size:
+            return st.block_n
+        return count_thumb(self.code_bytes(st.block, address - st.block))
+
+    def rewind_to(self, address: int, then_executed: int = 0) -> None:
+        """The current block was left at ``address``: only the instructions before it
+        (plus ``then_executed``, an instruction a hook carried out itself) ran."""
+        st = self.state
+        st.count = st.base + self.index_in_block(address) + then_executed
+
+
+class CEngine(Engine):
+    name = "C"
+
+    def __init__(self, uc: Uc, flash: bytearray, flash_base: int, alias_size: int) -> None:
+        super().__init__(uc, flash, flash_base, alias_size)
+        ffi, lib = _cengine.ffi, _cengine.lib
+        self._ffi = ffi
+        st = self.state = ffi.new("bs_state *")
+        self._flash_buffer = ffi.from_buffer(flash)  # keeps the bytearray's buffer exported (no resize)
+        st.flash = self._flash_buffer
+        st.flash_base, st.flash_size, st.alias_size = flash_base, len(flash), alias_size
+        st.emu_stop = ffi.cast("void *", _fn_address(uclib.uc_emu_stop))
+        st.mem_read = ffi.cast("void *", _fn_address(uclib.uc_mem_read))
+        st.reg_read = ffi.cast("void *", _fn_address(uclib.uc_reg_read))
+        st.mask_regs[0], st.mask_regs[1], st.mask_regs[2] = MASK_REGS
+        st.deadline = NO_DEADLINE
+        handle = ctypes.c_size_t()
+        status = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK,
+                                   ctypes.c_void_p(lib.bs_block_hook_address()),
+                                   ctypes.c_void_p(int(ffi.cast("uintptr_t", st))),
+                                   ctypes.c_uint64(1), ctypes.c_uint64(0))
+        if status != 0:
+            raise RuntimeError(f"uc_hook_add(UC_HOOK_BLOCK) failed with error {status}")
+        self._handle = handle.value
+
+
+class _PyState:
+    """The fields of ``bs_state`` as a Python object."""
+
+    __slots__ = ("count", "base", "deadline", "block", "block_size", "block_n", "stop", "stopped", "watch",
+                 "masks", "longest", "blocks")
+
+    def __init__(self) -> None:
+        self.count = self.base = self.block = self.block_size = self.block_n = 0
+        self.deadline = NO_DEADLINE
+        self.stop = self.stopped = self.watch = self.longest = self.blocks = 0
+        self.masks = [0, 0, 0]
+
+
+class PyEngine(Engine):
+    """The block hook in Python: same rules as the C one, slower."""
+
+    name = "Python"
+
+    def __init__(self, uc: Uc, flash: bytearray, flash_base: int, alias_size: int) -> None:
+        super().__init__(uc, flash, flash_base, alias_size)
+        self.state = _PyState()
+        self._counts: dict[tuple[int, int], int] = {}
+        st, counts, uch = self.state, self._counts, uc._uch
+        flash_end = self._flash_end
+        stop_run = uclib.uc_emu_stop
+        reg_read = uc.reg_read
+        code_bytes = self.code_bytes
+        flash_base, alias_size = self._flash_base, self._alias_size
+
+        def hook(_handle: int, address: int, size: int, _ud: int) -> None:
+            if st.stop or st.count >= st.deadline or (
+                    st.watch and (reg_read(MASK_REGS[0]), reg_read(MASK_REGS[1]), reg_read(MASK_REGS[2]))
+                    != tuple(st.masks)):
+                st.stopped = 1
+                stop_run(uch)
+                return
+            key = (address, size)
+            n = counts.get(key)
+            if n is None:
+                code = code_bytes(address, size)
+                if code == THUMB_B_SELF:
+                    st.stopped = 2
+                    stop_run(uch)
+                    return
+                n = count_thumb(code)
+                # Only flash is cached (dropped when it changes); code elsewhere may change unseen.
+                if flash_base <= address < flash_end or address < alias_size:
+                    counts[key] = n
+            st.base = st.count
+            st.count += n
+            st.block, st.block_size, st.block_n = address, size, n
+            st.blocks += 1
+            if n > st.longest:
+                st.longest = n
+
+        self._cb = HOOK_CODE_CFUNC(hook)  # kept alive as long as the engine
+        handle = ctypes.c_size_t()
+        status = uclib.uc_hook_add(uch, ctypes.byref(handle), UC_HOOK_BLOCK, self._cb, None,
+                                   ctypes.c_uint64(1), ctypes.c_uint64(0))
+        if status != 0:
+            raise RuntimeError(f"uc_hook_add(UC_HOOK_BLOCK) failed with error {status}")
+        self._handle = handle.value
+
+    def code_changed(self) -> None:
+        self._counts.clear()
+
+
+def make_engine(uc: Uc, flash: bytearray, flash_base: int, alias_size: int) -> Engine:
+    cls = CEngine if engine_choice() == "c" else PyEngine
+    return cls(uc, flash, flash_base, alias_size)
