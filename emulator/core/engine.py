@@ -34,7 +34,7 @@ import ctypes
 import os
 from typing import Any
 
-from unicorn import UC_HOOK_BLOCK, Uc
+from unicorn import UC_HOOK_BLOCK, Uc, UcError
 from unicorn import arm_const as A
 from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC, uclib
 
@@ -230,3 +230,38 @@ class PyEngine(Engine):
 def make_engine(uc: Uc, flash: bytearray, flash_base: int, alias_size: int) -> Engine:
     cls = CEngine if engine_choice() == "c" else PyEngine
     return cls(uc, flash, flash_base, alias_size)
+
+
+class FastRegisters:
+    """``reg_read``/``reg_write``/``mem_read``/``mem_write`` straight through Unicorn's C API.
+
+    The binding's ``reg_read`` picks a ctypes class per register and allocates on every call
+    (about 1 us); the core's registers are all 32-bit, so one preallocated word does.  Given to
+    the exception engine in place of the ``Uc`` object.
+    """
+
+    def __init__(self, uc: Uc) -> None:
+        self.uc = uc
+        self._uch = uc._uch
+        self._word = ctypes.c_uint32()
+        self._ref = ctypes.byref(self._word)
+        self._read = uclib.uc_reg_read
+        self._write = uclib.uc_reg_write
+
+    def reg_read(self, reg_id: int) -> int:
+        status = self._read(self._uch, reg_id, self._ref)
+        if status:
+            raise UcError(status)
+        return self._word.value
+
+    def reg_write(self, reg_id: int, value: int) -> None:
+        self._word.value = value & 0xFFFFFFFF
+        status = self._write(self._uch, reg_id, self._ref)
+        if status:
+            raise UcError(status)
+
+    def mem_read(self, address: int, size: int) -> bytearray:
+        return self.uc.mem_read(address, size)
+
+    def mem_write(self, address: int, data: bytes) -> None:
+        self.uc.mem_write(address, data)

@@ -10,6 +10,7 @@ requested, the clock changed) makes the slice end at the next block boundary.
 
 from __future__ import annotations
 
+import functools
 import logging
 import struct
 import sys
@@ -40,6 +41,7 @@ from unicorn import (
     UcError,
 )
 from unicorn import arm_const as A
+from unicorn.unicorn_py3.unicorn import MMIO_READ_CFUNC, MMIO_WRITE_CFUNC, uclib
 
 from emulator.core import insn_traps
 from emulator.core import memory as mm
@@ -54,8 +56,9 @@ from emulator.core.chips import (
     UNIQUE_ID_BASE,
     Chip,
 )
-from emulator.core.engine import Engine, make_engine
+from emulator.core.engine import Engine, FastRegisters, make_engine
 from emulator.core.exceptions import ExceptionEngine, FaultRecord, Lockup
+from emulator.core.loops import LoopDetector
 from emulator.core.port import Event, SimPort, StrictModeError
 from emulator.core.symbols import SymbolTable
 from emulator.core.time import Scheduler
@@ -84,6 +87,7 @@ _CONTEXT_REGS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
 # Errors that stop a block at the instruction that caused them (data aborts, undefined instructions).
 _MID_BLOCK_ERRORS = (UC_ERR_READ_UNMAPPED, UC_ERR_READ_PROT, UC_ERR_WRITE_UNMAPPED, UC_ERR_WRITE_PROT,
                      UC_ERR_INSN_INVALID)
+_SIZE_MASK = (0, 0xFF, 0xFFFF, 0, 0xFFFFFFFF, 0, 0, 0, 0xFFFFFFFFFFFFFFFF)
 SENTINEL_SRAM = 0xA5  # power-on SRAM fill, so reads of uninitialised memory stand out
 
 
@@ -141,7 +145,11 @@ class Machine:
         self._external_stop = False
         self.last_stop: StopReason | None = None
         self._trapped: set[int] = set()
-        self._poll = _PollDetector()
+        self.time_queries = 0  # times a model asked for the time (loops.py: a pass that reads time differs)
+        self.flash_writes = 0  # flash array changes
+        self._mmio_reads: dict[int, Callable[[], int]] = {}  # address << 3 | size -> reader
+        self._mmio_writes: dict[int, Callable[[int], None]] = {}
+        self._mmio_callbacks: list[Any] = []  # ctypes callbacks kept alive
         self._build_core()
         self._build_models()
         self._map_memory()
@@ -149,6 +157,7 @@ class Machine:
     # -- construction ---------------------------------------------------------------------
     def _build_core(self) -> None:
         self.uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB, A.UC_CPU_ARM_CORTEX_M3)
+        self.regs = FastRegisters(self.uc)
         self.nvic = ExceptionController(self.chip.num_irqs)
         self.nvic.listeners.append(self._request_stop)
 
@@ -166,7 +175,7 @@ class Machine:
         self.rcc = RCC(port, backup_write_enabled=lambda: bool(self.pwr.field("CR", "DBP")))
         self.rcc.on_peripheral_reset = self._peripheral_reset  # type: ignore[method-assign]
         self.rcc.on_backup_domain_reset = self.bkp.backup_domain_reset  # type: ignore[method-assign]
-        self.scb = SCB(port, self.nvic, ipsr=lambda: self.uc.reg_read(A.UC_ARM_REG_IPSR) & 0x1FF)
+        self.scb = SCB(port, self.nvic, ipsr=lambda: self.regs.reg_read(A.UC_ARM_REG_IPSR) & 0x1FF)
         self.systick = SysTick(port, pend=lambda: self.nvic.set_pending(15))
         self.usb = UsbDevice(port, require_usb_clock=True)  # silent without a 48 MHz USB clock (RM0008 §7.2)
         self.usb_pma = self.usb.pma
@@ -178,8 +187,8 @@ class Machine:
             gate = self._gate(slot.clock) if slot.clock else None
             self.bus.attach(slot.base, model, gate=gate)
         self.gpio = {letter: self.models[f"GPIO{letter}"] for letter in "ABCDE"}
-        self.exc = ExceptionEngine(self.uc, self.nvic, self.scb, self._stackable, self.scheduler_now,
-                                   self.port.event)
+        self.exc = ExceptionEngine(self.regs, self.nvic, self.scb, self._stackable,  # type: ignore[arg-type]
+                                   self.scheduler_now, self.port.event)
 
     def _gate(self, name: str) -> Callable[[], str | None]:
         gate = PERIPHERAL_CLOCKS.get(name)
@@ -188,7 +197,7 @@ class Machine:
         reg, bit = gate.enable_register, gate.bit
 
         def check() -> str | None:
-            if self.rcc[reg] >> bit & 1:
+            if self.rcc.values[reg] >> bit & 1:
                 return None
             return f"RCC_{reg} bit {bit} is 0"
         return check
@@ -198,6 +207,7 @@ class Machine:
         self.engine: Engine = make_engine(uc, self.flash_storage, chip.flash_base,
                                           0 if self.boot0 else chip.flash_size)
         self._st = self.engine.state
+        self.loops = LoopDetector(self)
         rx = UC_PROT_READ | UC_PROT_EXEC
         uc.mem_map(chip.flash_base, chip.flash_size, rx)
         if not self.boot0:
@@ -206,10 +216,8 @@ class Machine:
         uc.mem_map(chip.sram_base, chip.sram_size, UC_PROT_ALL)
         uc.mmio_map(SYSTEM_MEMORY_BASE, mm.SYSTEM_BLOCK_SIZE, self._mmio_read(self._system_read),
                     None, self._mmio_write(self._system_write), None)
-        uc.mmio_map(mm.PERIPH_BASE, mm.PERIPH_SIZE, self._mmio_read(self._periph_read, mm.PERIPH_BASE),
-                    None, self._mmio_write(self._periph_write, mm.PERIPH_BASE), None)
-        uc.mmio_map(mm.PPB_BASE, mm.PPB_SIZE, self._mmio_read(self._periph_read, mm.PPB_BASE),
-                    None, self._mmio_write(self._periph_write, mm.PPB_BASE), None)
+        self._map_peripherals(mm.PERIPH_BASE, mm.PERIPH_SIZE)
+        self._map_peripherals(mm.PPB_BASE, mm.PPB_SIZE)
         sram_alias = (chip.sram_size * 32 + 0xFFF) & ~0xFFF
         uc.mmio_map(mm.SRAM_BITBAND, sram_alias, self._mmio_read(self._sram_bb_read, mm.SRAM_BITBAND),
                     None, self._mmio_write(self._sram_bb_write, mm.SRAM_BITBAND), None)
@@ -247,13 +255,18 @@ class Machine:
     def scheduler_now(self) -> int:
         return self.scheduler.now_ns
 
+    def cycle_count(self) -> int:
+        """CPU cycles since power-on, for DWT.CYCCNT (a time query, as far as loops.py is concerned)."""
+        self.time_queries += 1
+        return self.scheduler.cycles
+
     @property
     def now_ns(self) -> int:
         return self.scheduler.now_ns
 
     @property
     def pc(self) -> int:
-        return self.uc.reg_read(A.UC_ARM_REG_PC)
+        return self.regs.reg_read(A.UC_ARM_REG_PC)
 
     def access_pc(self) -> int:
         """Where the CPU is, for events: inside a slice (an MMIO or store hook) the start of
@@ -264,7 +277,7 @@ class Machine:
         return self.pc
 
     def reg(self, name: str) -> int:
-        return self.uc.reg_read(getattr(A, f"UC_ARM_REG_{name.upper()}"))
+        return self.regs.reg_read(getattr(A, f"UC_ARM_REG_{name.upper()}"))
 
     def read_word(self, address: int) -> int:
         return struct.unpack("<I", self.uc.mem_read(address, 4))[0]
@@ -453,6 +466,8 @@ class Machine:
         self._request_stop()
 
     def _take_pending_exception(self) -> bool:
+        if True not in self.nvic.pending:
+            return False
         exc = self.exc.deliverable()
         if exc is None:
             return False
@@ -531,10 +546,10 @@ class Machine:
         if instr_limit is not None:
             budget = max(1, min(budget, instr_limit - self.instructions))
         masks = None
-        if self.exc.pending_but_masked():
+        if True in self.nvic.pending and self.exc.pending_but_masked():
             # End the slice when PRIMASK/FAULTMASK/BASEPRI change: CPS and MSR end a translated
             # block, so the interrupt is taken right after the instruction that unmasks it.
-            r = self.uc.reg_read
+            r = self.regs.reg_read
             masks = (r(A.UC_ARM_REG_PRIMASK), r(A.UC_ARM_REG_FAULTMASK), r(A.UC_ARM_REG_BASEPRI))
         self._slice_end_ns = due if due is not None else 1 << 62
         self._synced = 0
@@ -574,24 +589,30 @@ class Machine:
             self._fault(cause, fpc, addr, self.pc)
         elif not st.stopped and self._stop is None and self._just_executed_wfi():
             self.cpu.sleeping = True
-        elif self._poll.period and self._stop is None:
-            self._fast_forward_poll(deadline, instr_limit)
+        elif self.loops.want_check and self._stop is None and self._reset_request is None:
+            period = self.loops.check()
+            if period:
+                self._fast_forward(period, deadline, instr_limit)
 
-    def _fast_forward_poll(self, deadline: int | None, instr_limit: int | None) -> None:
-        """Skip whole iterations of a stateless polling loop up to the next event.
+    def _fast_forward(self, period: int, deadline: int | None, instr_limit: int | None) -> None:
+        """Skip whole passes of a loop proven periodic (emulator/core/loops.py) up to the next event.
 
-        The loop re-reads a register that only an event can change, with every
-        CPU register identical from one iteration to the next, so each skipped
-        iteration would have done exactly the same thing.  Time and the
+        Every skipped pass would have done exactly what the last one did; time and the
         instruction count advance as if they had run.
         """
-        period = self._poll.period
-        self._poll.forget()
         due = self.scheduler.next_due()
         if deadline is not None:
             due = deadline if due is None else min(due, deadline)
         if due is None:
-            return  # nothing will ever change the register: the idle detector ends the run
+            # Nothing will ever happen: the loop spins for good, like "b ." (see _sleep).
+            self.loops.forget_passes()
+            where = self.symbol(self.pc)
+            if self.exc.execution_priority() <= 0:
+                self._stop = self._hang_reason(where)
+            else:
+                self._stop = StopReason("idle", f"polling in a loop at {where} with nothing left to happen",
+                                        self.pc)
+            return
         hz = self.port.clocks.hclk
         iterations = (self.scheduler.cycles_until(due, hz) - 1) // period
         if instr_limit is not None:
@@ -599,6 +620,8 @@ class Machine:
         if iterations > 0:
             self._advance(iterations * period)
             self.instructions += iterations * period
+            self.loops.skipped_passes += iterations
+        self.loops.forget_passes()
 
     def _just_executed_wfi(self) -> bool:
         try:
@@ -715,27 +738,134 @@ class Machine:
             self._request_stop()
         return default
 
+    def _bus_error(self, e: BusError) -> None:
+        if self._pending_fault is None:  # a second error before the first is taken merges with it
+            self._pending_fault = ("IMPRECISERR", self.access_pc(), e.address)
+        self.port.event("bus_error", address=e.address, reason=e.reason)
+        self._request_stop()
+
+    def _hook_failed(self, e: BaseException) -> None:
+        self._internal_error = e
+        self._request_stop()
+
     def _mmio_read(self, handler: Callable[[int, int], int], base: int = 0) -> Callable[..., int]:
+        """A read callback through Unicorn's binding, for the regions accessed seldom."""
         def cb(uc: Uc, offset: int, size: int, _ud: object) -> int:
             self._sync()
-            value = int(self._guard(lambda: handler(base + offset, size), 0) or 0) & ((1 << (8 * size)) - 1)
-            if self._in_slice and self._poll.read(self, base + offset, value):
-                self._request_stop()
+            value = int(self._guard(lambda: handler(base + offset, size), 0) or 0) & _SIZE_MASK[size]
+            if self._in_slice:
+                self.loops.access(self._st.block, (base + offset) << 1, value)
             return value
         return cb
 
     def _mmio_write(self, handler: Callable[[int, int, int], None], base: int = 0) -> Callable[..., None]:
         def cb(uc: Uc, offset: int, size: int, value: int, _ud: object) -> None:
             self._sync()
-            self._poll.forget()
             self._guard(lambda: handler(base + offset, size, value))
+            if self._in_slice:
+                self.loops.access(self._st.block, (base + offset) << 1 | 1, value)
         return cb
 
-    def _periph_read(self, address: int, size: int) -> int:
-        return self.bus.read(address, size)
+    def _map_peripherals(self, base: int, size: int) -> None:
+        """The peripheral regions: the hot path of every polling loop.
 
-    def _periph_write(self, address: int, size: int, value: int) -> None:
-        self.bus.write(address, size, value)
+        The callbacks are registered with Unicorn's C API directly (no binding layers), read no
+        CPU register, and dispatch through a flat table of one reader/writer per (address,
+        size) built on first use: the model's bound read/write with the offset and size baked
+        in, behind the clock gate when the peripheral has one.
+        """
+        st, loops, bus = self._st, self.loops, self.bus
+        reads, writes = self._mmio_reads, self._mmio_writes
+        compile_read, compile_write = self._compile_read, self._compile_write
+        advance = self._advance
+
+        def read_cb(_h: int, offset: int, size: int, _ud: int) -> int:
+            address = base + offset
+            try:
+                if self._in_slice:
+                    counted = st.base
+                    if counted != self._synced:
+                        advance(counted - self._synced)
+                        self._synced = counted
+                fn = reads.get(address << 3 | size)
+                if fn is None or bus.tracer is not None:
+                    fn = compile_read(address, size)
+                value = fn() & _SIZE_MASK[size]
+                if self._in_slice:
+                    loops.access(st.block, address << 1, value)
+                return value
+            except BusError as e:
+                self._bus_error(e)
+            except BaseException as e:  # noqa: BLE001 - must not unwind through Unicorn's C frames
+                self._hook_failed(e)
+            return 0
+
+        def write_cb(_h: int, offset: int, size: int, value: int, _ud: int) -> None:
+            address = base + offset
+            try:
+                if self._in_slice:
+                    counted = st.base
+                    if counted != self._synced:
+                        advance(counted - self._synced)
+                        self._synced = counted
+                fn = writes.get(address << 3 | size)
+                if fn is None or bus.tracer is not None:
+                    fn = compile_write(address, size)
+                fn(value)
+                if self._in_slice:
+                    loops.access(st.block, address << 1 | 1, value)
+            except BusError as e:
+                self._bus_error(e)
+            except BaseException as e:  # noqa: BLE001
+                self._hook_failed(e)
+
+        rcb, wcb = MMIO_READ_CFUNC(read_cb), MMIO_WRITE_CFUNC(write_cb)
+        self._mmio_callbacks += [rcb, wcb]
+        status = uclib.uc_mmio_map(self.uc._uch, base, size, rcb, None, wcb, None)
+        if status != 0:
+            raise UcError(status)
+
+    def _compile_read(self, address: int, size: int) -> Callable[[], int]:
+        bus = self.bus
+        mapping = bus.find(address)
+        if bus.tracer is not None or mapping is None:
+            return functools.partial(bus.read, address, size)  # traced or unmodelled: the bus's own path
+        read = functools.partial(mapping.model.read, address - mapping.base, size)
+        gate = mapping.gate
+        if gate is None:
+            fn = read
+        else:
+            def fn() -> int:
+                return read() if gate() is None else bus.read(address, size)
+        self._mmio_reads[address << 3 | size] = fn
+        return fn
+
+    def _compile_write(self, address: int, size: int) -> Callable[[int], None]:
+        bus = self.bus
+        mapping = bus.find(address)
+        if bus.tracer is not None or mapping is None:
+            return functools.partial(bus.write, address, size)
+        write = functools.partial(mapping.model.write, address - mapping.base, size)
+        gate = mapping.gate
+        if gate is None:
+            fn = write
+        else:
+            def fn(value: int) -> None:
+                if gate() is None:
+                    write(value)
+                else:
+                    bus.write(address, size, value)
+        self._mmio_writes[address << 3 | size] = fn
+        return fn
+
+    def model_at(self, address: int) -> Any:
+        """The model behind an MMIO address (a bit-band alias: its word's model), if any."""
+        if mm.PERIPH_BITBAND <= address < mm.PERIPH_BITBAND + mm.PERIPH_SIZE * 32:
+            address = self._periph_bb_target(address)[0]
+        elif SYSTEM_MEMORY_BASE <= address < SYSTEM_MEMORY_BASE + mm.SYSTEM_BLOCK_SIZE:
+            return self.flash
+        mapping = self.bus.find(address)
+        return None if mapping is None else mapping.model
 
     def _system_read(self, offset: int, size: int) -> int:
         address = SYSTEM_MEMORY_BASE + offset
@@ -804,7 +934,7 @@ class Machine:
         return False
 
     def _intr_hook(self, uc: Uc, intno: int, _ud: object) -> None:
-        pc = uc.reg_read(A.UC_ARM_REG_PC)
+        pc = self.regs.reg_read(A.UC_ARM_REG_PC)
         def body() -> None:
             if intno == 2:  # SVC: PC is already past the instruction
                 self._sync_block_end()
@@ -838,6 +968,7 @@ class Machine:
             # Translated code from the old bytes must go, at both addresses (docs/ARCHITECTURE.md, Unicorn notes).
             self.uc.ctl_remove_cache(base + offset, base + offset + length)
         self.engine.code_changed()
+        self.flash_writes += 1
 
     # -- instructions Unicorn gets wrong for a Cortex-M3 (see insn_traps) ---------------------
     def _scan_traps(self) -> None:
@@ -929,76 +1060,6 @@ class Machine:
             model.reset()
 
 
-_POLL_REGS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
-    A.UC_ARM_REG_SP, A.UC_ARM_REG_LR, A.UC_ARM_REG_XPSR)
-
-
-class _PollDetector:
-    """Recognises a CPU busy-waiting on peripheral registers (see _fast_forward_poll).
-
-    An iteration is the run of MMIO reads between two visits of the same read
-    instruction (the anchor).  Two consecutive iterations with the same reads
-    returning the same values, no MMIO write, and identical CPU registers at
-    the anchor make the loop stateless: until an event changes a register,
-    every further iteration is the same.
-    """
-
-    MAX_READS_PER_ITERATION = 8
-
-    def __init__(self) -> None:
-        self.forget()
-
-    def forget(self) -> None:
-        self._anchor: tuple[int, int] | None = None
-        self._block_entry = -1
-        self._rank = 0
-        self._trail: list[tuple[tuple[int, int], int, int]] = []
-        self._previous: list[tuple[tuple[int, int], int, int]] | None = None
-        self._regs: tuple[int, ...] | None = None
-        self._count = 0
-        self._cooldown = 0  # anchor visits to let pass before the next register snapshot
-        self._skip = 0
-        self.period = 0
-
-    def read(self, m: Machine, address: int, value: int) -> bool:
-        # The read's place in the code: its block and its rank among the block's accesses.
-        st = m._st
-        if st.blocks != self._block_entry:
-            self._block_entry, self._rank = st.blocks, 0
-        else:
-            self._rank += 1
-        pc = (st.block, self._rank)
-        if pc != self._anchor:
-            if self._anchor is None or len(self._trail) >= self.MAX_READS_PER_ITERATION:
-                self.forget()
-                self._anchor = pc
-            self._trail.append((pc, address, value))
-            return False
-        iteration, self._trail = self._trail, [(pc, address, value)]
-        # The read just made starts the next iteration: it must return what it returned the
-        # last time too, or this iteration already differs (the awaited flag came up).
-        stable = iteration == self._previous and iteration[0] == self._trail[0]
-        self._previous = iteration
-        if not stable:
-            self._regs, self._cooldown, self._skip = None, 0, 0
-            return False
-        if self._skip:
-            self._skip -= 1
-            return False
-        # Reading 16 registers costs ~30 us through Unicorn's Python binding: a loop whose
-        # registers keep changing (a counter) is checked less and less often.
-        now = m.instructions + m._st.base
-        regs = tuple(m.uc.reg_read(r) for r in _POLL_REGS)
-        if regs == self._regs and now > self._count:
-            self.period = now - self._count  # a whole number of identical iterations
-            return True
-        if self._regs is not None:
-            self._cooldown = min(256, max(1, 2 * self._cooldown))
-        self._skip = self._cooldown
-        self._regs, self._count = regs, now
-        return False
-
-
 class _MachinePort(SimPort):
     """The port the machine hands to models: SimPort plus CPU-aware stop requests."""
 
@@ -1008,6 +1069,10 @@ class _MachinePort(SimPort):
         self.irq_sink = lambda irq, level: machine.nvic.set_line(irq, level)
         self.pc_provider = machine.access_pc
         self.reset_sink = self._reset
+
+    def now_ns(self) -> int:
+        self.machine.time_queries += 1
+        return self.scheduler.now_ns
 
     def schedule(self, delay_ns: int, callback: Callable[[], None], name: str = ""):  # type: ignore[override]
         entry = super().schedule(delay_ns, callback, name)

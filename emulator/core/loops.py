@@ -1,0 +1,274 @@
+"""Fast-forwarding loops whose iterations are provably identical.
+
+Firmware waiting for something (a flag, the USB host, the next tick) spins in a
+loop.  When the whole machine is in the same state at the same place in the
+loop twice, with nothing in between that could make the future differ, every
+further pass is the same pass again until the next timed event: the machine
+then skips whole passes, advancing time and the instruction count exactly as if
+they had run.
+
+*The same state* is everything the loop's future can depend on:
+
+* the CPU: R0-R12, MSP, PSP, LR, PC, xPSR, PRIMASK, BASEPRI, FAULTMASK, CONTROL;
+* all of SRAM;
+* every peripheral model the loop read or wrote since the earlier visit, in
+  full (all of its attributes, recursively), and the NVIC;
+* counters of anything else that could have happened in between: timers
+  scheduled, cancelled or fired, exceptions taken, events logged, unmodelled
+  accesses, flash writes, resets, and queries of the time by a model (a model
+  that computes a value from the time, e.g. SysTick VAL or DWT CYCCNT, makes
+  the pass depend on the time, so no skip).
+
+So a loop that rewrites a register with the value it holds, or masks and
+unmasks an interrupt around its work (NVIC ICER then ISER), is skipped; a loop
+that counts in SRAM, or reads a timer, is not.
+
+Comparing all that costs tens of microseconds, so it is done only when the
+cheap part says it is worth it: every MMIO access the CPU makes is recorded as
+(block, address, direction, value), a pass is the run of accesses between two
+visits of the first one recorded (the anchor), and once the sequence of passes
+repeats (with period 1 to 4 passes) the machine ends the slice at the next block
+boundary and takes a snapshot.  A snapshot equal to one taken earlier at the
+same PC proves the period.  Loops whose state keeps changing are looked at less
+and less often.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import enum
+import functools
+import types
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from unicorn import arm_const as A
+from unicorn.unicorn_py3.unicorn import uclib
+
+from firmware_models.nvic import ExceptionController
+from firmware_models.regs import Peripheral
+
+if TYPE_CHECKING:
+    from emulator.core.machine import Machine
+
+SNAPSHOT_REGS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
+    A.UC_ARM_REG_MSP, A.UC_ARM_REG_PSP, A.UC_ARM_REG_LR, A.UC_ARM_REG_PC, A.UC_ARM_REG_XPSR,
+    A.UC_ARM_REG_PRIMASK, A.UC_ARM_REG_BASEPRI, A.UC_ARM_REG_FAULTMASK, A.UC_ARM_REG_CONTROL)
+MAX_TRAIL = 3 * 64  # 64 accesses a pass at most (three list items each)
+MAX_PERIOD = 4  # passes
+MAX_SNAPSHOTS = 4
+MAX_COOLDOWN = 64
+BIG_BUFFER = 1 << 16  # larger byte arrays (the flash array) are tracked by counters instead
+_SKIP = object()
+
+
+class _Registers:
+    """All of :data:`SNAPSHOT_REGS` in one ``uc_reg_read_batch`` call."""
+
+    def __init__(self, uc: Any) -> None:
+        n = len(SNAPSHOT_REGS)
+        self._uch = uc._uch
+        self._ids = (ctypes.c_int * n)(*SNAPSHOT_REGS)
+        self._vals = (ctypes.c_uint32 * n)()
+        self._ptrs = (ctypes.c_void_p * n)(*(ctypes.addressof(self._vals) + 4 * i for i in range(n)))
+        self._n = n
+
+    def read(self) -> tuple[int, ...]:
+        status = uclib.uc_reg_read_batch(self._uch, self._ids, self._ptrs, self._n)
+        if status != 0:
+            raise RuntimeError(f"uc_reg_read_batch failed with error {status}")
+        return tuple(self._vals)
+
+
+_ATOMS = (int, bool, float, str, bytes, type(None))
+_ATOM_TYPES = frozenset(_ATOMS)
+_FLAT_TYPES = _ATOM_TYPES | {tuple}  # tuples of atoms are values too
+# Attributes of a model that never change after construction (the register tables) or are not
+# state (the port): left out of the comparison.
+_STATIC_ATTRS = frozenset({"_by_offset", "_by_name", "_offsets", "port"})
+_KIND: dict[type, str] = {}
+
+
+def _kind(t: type) -> str:
+    kind = _KIND.get(t)
+    if kind is None:
+        if issubclass(t, _ATOMS) or issubclass(t, enum.Enum):
+            kind = "atom"
+        elif issubclass(t, bytearray | memoryview):
+            kind = "buffer"
+        elif issubclass(t, list | tuple | deque):
+            kind = "seq"
+        elif issubclass(t, dict):
+            kind = "dict"
+        elif issubclass(t, set | frozenset):
+            kind = "set"
+        elif (issubclass(t, Peripheral | ExceptionController | types.FunctionType | types.MethodType
+                         | types.BuiltinFunctionType | functools.partial)
+              or t.__module__.startswith(("emulator.core", "unicorn", "firmware_models.regs",
+                                          "firmware_models.flash_journal"))):
+            # Other models (compared on their own), functions, the machine's parts, and the flash
+            # journal: append-only, and every entry comes with a port event or a timer, which
+            # the counters see.
+            kind = "skip"
+        elif dataclasses.is_dataclass(t) and t.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+            kind = "frozen"  # an immutable value object: the same one or another
+        elif hasattr(t, "__slots__") and not hasattr(t, "__dict__"):
+            kind = "slots"
+        else:
+            kind = "object"
+        _KIND[t] = kind
+    return kind
+
+
+def plain(value: Any, depth: int = 0) -> Any:
+    """A comparable copy of a model's state: plain data kept, references to other parts skipped."""
+    kind = _kind(type(value))
+    if kind == "atom":
+        return value
+    if kind == "seq":
+        items = tuple(value)
+        kinds = set(map(type, items))
+        if kinds <= _ATOM_TYPES or kinds <= _FLAT_TYPES and all(set(map(type, x)) <= _ATOM_TYPES
+                                                                for x in items if type(x) is tuple):
+            return items
+        return tuple([plain(v, depth + 1) for v in items]) if depth < 5 else _SKIP
+    if kind == "dict":
+        if set(map(type, value.values())) <= _ATOM_TYPES:
+            return tuple(value.items())
+        return tuple([(k, plain(v, depth + 1)) for k, v in value.items()]) if depth < 5 else _SKIP
+    if kind == "buffer":
+        return bytes(value) if len(value) <= BIG_BUFFER else _SKIP
+    if kind == "set":
+        return frozenset(value)
+    if kind == "frozen":
+        return ("frozen", id(value))
+    if kind == "skip" or depth >= 5 or callable(value):
+        return _SKIP
+    if kind == "slots":
+        return tuple([plain(getattr(value, a, None), depth + 1) for a in type(value).__slots__])
+    return tuple([(k, plain(v, depth + 1)) for k, v in vars(value).items()])
+
+
+def model_state(model: Any) -> tuple:
+    """The state of one model (the NVIC controller is compared on its own, not inside others)."""
+    return tuple([(k, plain(v, 1)) for k, v in vars(model).items() if k not in _STATIC_ATTRS])
+
+
+class LoopDetector:
+    def __init__(self, machine: Machine) -> None:
+        self.m = machine
+        self._regs = _Registers(machine.uc)
+        chip = machine.chip
+        self._sram = (chip.sram_base, chip.sram_size, ctypes.create_string_buffer(chip.sram_size))
+        self.enabled = True  # False: never skip (tests compare runs with and without skipping)
+        self.want_check = False
+        self._model_of: dict[int, Any] = {}
+        self.checks = 0
+        self.skipped_passes = 0
+        self.reset()
+
+    # -- the cheap part: on every MMIO access -------------------------------------------------
+    def reset(self) -> None:
+        self._anchor_block = -1
+        self._anchor_key = -1
+        self._trail: list[int] = []
+        self._passes: deque[tuple[int, ...]] = deque(maxlen=2 * MAX_PERIOD)
+        self._touched: set[int] = set()  # keys (address * 2 + write) accessed since the oldest snapshot
+        self._snapshots: list[tuple[int, tuple]] = []  # (instructions, state)
+        self._cooldown = 0
+        self._wait = 0
+
+    def access(self, block: int, key: int, value: int) -> None:
+        """``key`` is the address times two, plus one for a write."""
+        if key != self._anchor_key or block != self._anchor_block:
+            trail = self._trail
+            trail += (block, key, value)
+            if len(trail) > MAX_TRAIL or self._anchor_key < 0:
+                self._restart(block, key, value)
+            return
+        passes = self._passes
+        passes.append(tuple(self._trail))
+        self._touched.update(self._trail[1::3])
+        self._trail = [block, key, value]
+        if self.want_check or len(passes) < 2:
+            return
+        seq = list(passes)
+        for p in range(1, min(MAX_PERIOD, len(seq) // 2) + 1):
+            if seq[-p:] == seq[-2 * p:-p]:
+                break
+        else:
+            return
+        if self._wait:
+            self._wait -= 1
+            return
+        if not self.enabled:
+            return
+        self.want_check = True
+        self.m._request_stop()  # the check runs at the next block boundary
+
+    def _restart(self, block: int, key: int, value: int) -> None:
+        self._anchor_block, self._anchor_key = block, key
+        self._trail = [block, key, value]
+        self._passes.clear()
+
+    def forget_passes(self) -> None:
+        """Start the pass record afresh (after a skip: the next event comes within a pass)."""
+        self._anchor_block = self._anchor_key = -1
+        self._trail = []
+        self._passes.clear()
+
+    # -- the full comparison, at a block boundary ---------------------------------------------
+    def counters(self) -> tuple:
+        """Everything else that could have happened: each only ever grows."""
+        m = self.m
+        port = m.port
+        return (m.scheduler.activity, len(m.events), m.time_queries, m.flash_writes, m.resets,
+                sum(m.exc.taken_counts.values()), sum(port.unmodelled_seen.values()),
+                len(port.guest_errors), len(port.reset_requests), m.cpu.sleeping, m.cpu.locked_up,
+                tuple(len(v) for v in m.uart_output.values()))
+
+    def snapshot(self, counters: tuple) -> tuple:
+        m = self.m
+        base, size, buf = self._sram
+        status = uclib.uc_mem_read(m.uc._uch, base, buf, size)
+        if status != 0:
+            raise RuntimeError(f"uc_mem_read of SRAM failed with error {status}")
+        models: dict[int, Any] = {id(m.nvic): m.nvic}
+        where = self._model_of
+        for key in self._touched.union(self._trail[1::3]):
+            model = where.get(key)
+            if model is None:
+                model = where[key] = m.model_at(key >> 1) or m.nvic
+            models[id(model)] = model
+        return (self._regs.read(), counters, buf.raw,
+                tuple(sorted((type(x).__name__, getattr(x, "name", ""), model_state(x))
+                             for x in models.values())))
+
+    def check(self) -> int:
+        """Compare the state now with earlier snapshots; the period in instructions, or 0."""
+        self.want_check = False
+        self.checks += 1
+        counters = self.counters()
+        if self._snapshots and self._snapshots[-1][1][1] != counters:
+            # Something happened since: no earlier snapshot can match any more (the counters
+            # only grow).  The models to compare from now on are those of the recent passes.
+            self._snapshots.clear()
+            self._touched = {key for p in self._passes for key in p[1::3]}
+        state = self.snapshot(counters)
+        now = self.m.instructions
+        for count, earlier in self._snapshots:
+            if earlier == state and now > count:
+                self._cooldown = 0
+                return now - count
+        # No match: the loop changed something (a counter, a buffer) or something happened
+        # around it.  Look again later, less often while nothing but the loop runs.
+        if self._snapshots and self._snapshots[-1][1][1] == state[1]:
+            self._cooldown = min(MAX_COOLDOWN, max(1, 2 * self._cooldown))
+        else:
+            self._cooldown = 0
+        self._wait = self._cooldown
+        self._snapshots.append((now, state))
+        if len(self._snapshots) > MAX_SNAPSHOTS:
+            del self._snapshots[0]
+        return 0
