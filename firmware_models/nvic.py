@@ -82,9 +82,13 @@ class ExceptionController:
     def execution_priority(self, primask: bool, faultmask: bool, basepri: int) -> int:
         """Current execution priority, boosted by the mask registers (B1.5.4)."""
         prio = THREAD_PRIORITY
-        for exc in range(1, self.count):
-            if self.active[exc]:
-                prio = min(prio, self.group_priority(self.raw_priority(exc)))
+        active, exc = self.active, 0
+        while True:  # list.index finds the few active ones at C speed (called between every CPU slice)
+            try:
+                exc = active.index(True, exc + 1)
+            except ValueError:
+                break
+            prio = min(prio, self.group_priority(self.raw_priority(exc)))
         if basepri & self.priority_mask:
             prio = min(prio, self.group_priority(basepri & self.priority_mask))
         if primask:
@@ -114,8 +118,13 @@ class ExceptionController:
     def highest_pending(self) -> int | None:
         """The pending, enabled exception that would be taken first, or None."""
         best: tuple[int, int] | None = None
-        for exc in range(1, self.count):
-            if self.pending[exc] and self.enabled[exc]:
+        pending, enabled, exc = self.pending, self.enabled, 0
+        while True:  # list.index finds the few pending ones at C speed
+            try:
+                exc = pending.index(True, exc + 1)
+            except ValueError:
+                break
+            if enabled[exc]:
                 key = (self.raw_priority(exc), exc)
                 if best is None or key < best:
                     best = key

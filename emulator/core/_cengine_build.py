@@ -25,7 +25,9 @@ typedef struct {
     uint32_t block_size;   /* its size in bytes */
     uint32_t block_n;      /* its instructions */
     uint32_t stop;         /* nonzero: end the slice at the next block boundary */
-    uint32_t stopped;      /* 1: the hook ended the slice (deadline or stop), 2: at a "b ." */
+    uint32_t stopped;      /* 1: the hook ended the slice (deadline or stop), 2: at a "b .", 3: at a barrier */
+    uint32_t fault_pending;  /* an imprecise bus fault waits: a DSB/DMB ends the slice in front of itself */
+    uint64_t barrier;      /* the address of that barrier */
     uint32_t watch;        /* nonzero: end the slice when PRIMASK/FAULTMASK/BASEPRI leave masks[] */
     uint32_t masks[3];
     int32_t mask_regs[3];  /* Unicorn register ids of PRIMASK, FAULTMASK, BASEPRI */
@@ -39,7 +41,12 @@ typedef struct {
 
 CDEF = STATE + """
 uintptr_t bs_block_hook_address(void);
+uintptr_t bs_barrier_hook_address(void);
 unsigned bs_count_thumb(const uint8_t *code, uint32_t size);
+void bs_set_api(void *reg_read, void *reg_write);
+int64_t bs_reg_get(void *uc, int regid);
+int bs_reg_set(void *uc, int regid, uint32_t value);
+int bs_regs_get(void *uc, const int *ids, uint32_t *out, int n);
 """
 
 SOURCE = STATE + r"""
@@ -113,6 +120,59 @@ stop:
 uintptr_t bs_block_hook_address(void)
 {
     return (uintptr_t)&bs_block_hook;
+}
+
+/* A code hook on each DSB/DMB: a barrier waits for the write buffer, so a bus error of an
+   earlier store is taken in front of it.  emu_stop from a code hook stops before the hooked
+   instruction, with the PC on it. */
+static void bs_barrier_hook(void *uc, uint64_t address, uint32_t size, void *user_data)
+{
+    bs_state *st = (bs_state *)user_data;
+    if (st->fault_pending) {
+        st->stopped = 3;
+        st->barrier = address;
+        ((bs_stop_fn)st->emu_stop)(uc);
+    }
+}
+
+uintptr_t bs_barrier_hook_address(void)
+{
+    return (uintptr_t)&bs_barrier_hook;
+}
+
+/* Register access for Python at a tenth of the binding's cost (all the core's registers are
+   32-bit).  The Unicorn functions are handed over once by bs_set_api. */
+static bs_reg_fn bs_p_reg_read;
+static int (*bs_p_reg_write)(void *uc, int regid, const void *value);
+
+void bs_set_api(void *reg_read, void *reg_write)
+{
+    bs_p_reg_read = (bs_reg_fn)reg_read;
+    bs_p_reg_write = (int (*)(void *, int, const void *))reg_write;
+}
+
+int64_t bs_reg_get(void *uc, int regid)  /* the value, or -(Unicorn error) */
+{
+    uint32_t v = 0;
+    int err = bs_p_reg_read(uc, regid, &v);
+    return err ? -(int64_t)err : (int64_t)v;
+}
+
+int bs_reg_set(void *uc, int regid, uint32_t value)
+{
+    return bs_p_reg_write(uc, regid, &value);
+}
+
+int bs_regs_get(void *uc, const int *ids, uint32_t *out, int n)
+{
+    int i, err;
+    for (i = 0; i < n; i++) {
+        out[i] = 0;
+        err = bs_p_reg_read(uc, ids[i], &out[i]);
+        if (err)
+            return err;
+    }
+    return 0;
 }
 """
 

@@ -34,7 +34,7 @@ import ctypes
 import os
 from typing import Any
 
-from unicorn import UC_HOOK_BLOCK, Uc, UcError
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, Uc, UcError
 from unicorn import arm_const as A
 from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC, uclib
 
@@ -42,6 +42,10 @@ ENV_VAR = "STM32_BOOTSIM_ENGINE"
 THUMB_B_SELF = b"\xfe\xe7"
 MASK_REGS = (A.UC_ARM_REG_PRIMASK, A.UC_ARM_REG_FAULTMASK, A.UC_ARM_REG_BASEPRI)
 NO_DEADLINE = (1 << 64) - 1
+# The CPU registers a loop snapshot compares (emulator/core/loops.py).
+SNAPSHOT_REGS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
+    A.UC_ARM_REG_MSP, A.UC_ARM_REG_PSP, A.UC_ARM_REG_LR, A.UC_ARM_REG_PC, A.UC_ARM_REG_XPSR,
+    A.UC_ARM_REG_PRIMASK, A.UC_ARM_REG_BASEPRI, A.UC_ARM_REG_FAULTMASK, A.UC_ARM_REG_CONTROL)
 
 try:  # the compiled half; absent when the package was installed without a C compiler
     from emulator.core import _cengine  # type: ignore[attr-defined]
@@ -108,6 +112,19 @@ class Engine:
     def code_changed(self) -> None:
         """Flash changed (the C hook reads the live array; the Python one caches counts)."""
 
+    def add_barrier(self, address: int) -> None:
+        """Hook the DSB/DMB at ``address``: with ``fault_pending`` set the run ends in front of it
+        (``stopped`` = 3, ``barrier`` = its address)."""
+        raise NotImplementedError
+
+    def _hook_code(self, fn: Any, user_data: Any, address: int) -> None:
+        handle = ctypes.c_size_t()
+        status = uclib.uc_hook_add(self.uc._uch, ctypes.byref(handle), UC_HOOK_CODE, fn, user_data,
+                                   ctypes.c_uint64(address), ctypes.c_uint64(address))
+        if status != 0:
+            raise RuntimeError(f"uc_hook_add(UC_HOOK_CODE) failed with error {status}")
+        self.uc.ctl_remove_cache(address, address + 4)  # translated without the hook
+
     # -- corrections -----------------------------------------------------------------------
     def code_bytes(self, address: int, size: int) -> bytes:
         if self._flash_base <= address and address + size <= self._flash_end:
@@ -158,18 +175,24 @@ class CEngine(Engine):
         if status != 0:
             raise RuntimeError(f"uc_hook_add(UC_HOOK_BLOCK) failed with error {status}")
         self._handle = handle.value
+        self._st_pointer = ctypes.c_void_p(int(ffi.cast("uintptr_t", st)))
+        self._barrier_fn = ctypes.c_void_p(lib.bs_barrier_hook_address())
+
+    def add_barrier(self, address: int) -> None:
+        self._hook_code(self._barrier_fn, self._st_pointer, address)
 
 
 class _PyState:
     """The fields of ``bs_state`` as a Python object."""
 
     __slots__ = ("count", "base", "deadline", "block", "block_size", "block_n", "stop", "stopped", "watch",
-                 "masks", "longest", "blocks")
+                 "masks", "longest", "blocks", "fault_pending", "barrier")
 
     def __init__(self) -> None:
         self.count = self.base = self.block = self.block_size = self.block_n = 0
         self.deadline = NO_DEADLINE
         self.stop = self.stopped = self.watch = self.longest = self.blocks = 0
+        self.fault_pending = self.barrier = 0
         self.masks = [0, 0, 0]
 
 
@@ -223,6 +246,17 @@ class PyEngine(Engine):
             raise RuntimeError(f"uc_hook_add(UC_HOOK_BLOCK) failed with error {status}")
         self._handle = handle.value
 
+        def barrier(_handle: int, address: int, size: int, _ud: int) -> None:
+            if st.fault_pending:
+                st.stopped = 3
+                st.barrier = address
+                stop_run(uch)
+
+        self._barrier_cb = HOOK_CODE_CFUNC(barrier)
+
+    def add_barrier(self, address: int) -> None:
+        self._hook_code(self._barrier_cb, None, address)
+
     def code_changed(self) -> None:
         self._counts.clear()
 
@@ -236,29 +270,65 @@ class FastRegisters:
     """``reg_read``/``reg_write``/``mem_read``/``mem_write`` straight through Unicorn's C API.
 
     The binding's ``reg_read`` picks a ctypes class per register and allocates on every call
-    (about 1 us); the core's registers are all 32-bit, so one preallocated word does.  Given to
-    the exception engine in place of the ``Uc`` object.
+    (about 1.5 us); the core's registers are all 32-bit.  With the C engine built the calls go
+    through its helpers (about 0.2 us), else through ctypes with one preallocated word.  Given
+    to the exception engine in place of the ``Uc`` object.
     """
 
     def __init__(self, uc: Uc) -> None:
         self.uc = uc
-        self._uch = uc._uch
-        self._word = ctypes.c_uint32()
-        self._ref = ctypes.byref(self._word)
-        self._read = uclib.uc_reg_read
-        self._write = uclib.uc_reg_write
+        uch = uc._uch
+        if _cengine is not None:
+            ffi, lib = _cengine.ffi, _cengine.lib
+            lib.bs_set_api(ffi.cast("void *", _fn_address(uclib.uc_reg_read)),
+                           ffi.cast("void *", _fn_address(uclib.uc_reg_write)))
+            handle = ffi.cast("void *", uch.value)
+            get, put = lib.bs_reg_get, lib.bs_reg_set
+            ids = ffi.new("int[]", len(SNAPSHOT_REGS))
+            ids[0:len(SNAPSHOT_REGS)] = SNAPSHOT_REGS
+            out = ffi.new("uint32_t[]", len(SNAPSHOT_REGS))
+            many = lib.bs_regs_get
+            n = len(SNAPSHOT_REGS)
 
-    def reg_read(self, reg_id: int) -> int:
-        status = self._read(self._uch, reg_id, self._ref)
-        if status:
-            raise UcError(status)
-        return self._word.value
+            def reg_read(reg_id: int) -> int:
+                value = get(handle, reg_id)
+                if value < 0:
+                    raise UcError(-value)
+                return value
 
-    def reg_write(self, reg_id: int, value: int) -> None:
-        self._word.value = value & 0xFFFFFFFF
-        status = self._write(self._uch, reg_id, self._ref)
-        if status:
-            raise UcError(status)
+            def reg_write(reg_id: int, value: int) -> None:
+                status = put(handle, reg_id, value & 0xFFFFFFFF)
+                if status:
+                    raise UcError(status)
+
+            def snapshot_regs() -> tuple[int, ...]:
+                status = many(handle, ids, out, n)
+                if status:
+                    raise UcError(status)
+                return tuple(out)
+        else:
+            word = ctypes.c_uint32()
+            ref = ctypes.byref(word)
+            read, write = uclib.uc_reg_read, uclib.uc_reg_write
+
+            def reg_read(reg_id: int) -> int:
+                status = read(uch, reg_id, ref)
+                if status:
+                    raise UcError(status)
+                return word.value
+
+            def reg_write(reg_id: int, value: int) -> None:
+                word.value = value & 0xFFFFFFFF
+                status = write(uch, reg_id, ref)
+                if status:
+                    raise UcError(status)
+
+            def snapshot_regs() -> tuple[int, ...]:
+                return tuple(reg_read(r) for r in SNAPSHOT_REGS)
+
+        self.reg_read = reg_read
+        self.reg_write = reg_write
+        self.snapshot_regs = snapshot_regs  # SNAPSHOT_REGS, for emulator.core.loops
 
     def mem_read(self, address: int, size: int) -> bytearray:
         return self.uc.mem_read(address, size)

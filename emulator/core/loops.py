@@ -43,7 +43,6 @@ import types
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from unicorn import arm_const as A
 from unicorn.unicorn_py3.unicorn import uclib
 
 from firmware_models.nvic import ExceptionController
@@ -52,33 +51,12 @@ from firmware_models.regs import Peripheral
 if TYPE_CHECKING:
     from emulator.core.machine import Machine
 
-SNAPSHOT_REGS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
-    A.UC_ARM_REG_MSP, A.UC_ARM_REG_PSP, A.UC_ARM_REG_LR, A.UC_ARM_REG_PC, A.UC_ARM_REG_XPSR,
-    A.UC_ARM_REG_PRIMASK, A.UC_ARM_REG_BASEPRI, A.UC_ARM_REG_FAULTMASK, A.UC_ARM_REG_CONTROL)
 MAX_TRAIL = 3 * 64  # 64 accesses a pass at most (three list items each)
 MAX_PERIOD = 4  # passes
 MAX_SNAPSHOTS = 4
-MAX_COOLDOWN = 64
+MAX_COOLDOWN = 256
 BIG_BUFFER = 1 << 16  # larger byte arrays (the flash array) are tracked by counters instead
 _SKIP = object()
-
-
-class _Registers:
-    """All of :data:`SNAPSHOT_REGS` in one ``uc_reg_read_batch`` call."""
-
-    def __init__(self, uc: Any) -> None:
-        n = len(SNAPSHOT_REGS)
-        self._uch = uc._uch
-        self._ids = (ctypes.c_int * n)(*SNAPSHOT_REGS)
-        self._vals = (ctypes.c_uint32 * n)()
-        self._ptrs = (ctypes.c_void_p * n)(*(ctypes.addressof(self._vals) + 4 * i for i in range(n)))
-        self._n = n
-
-    def read(self) -> tuple[int, ...]:
-        status = uclib.uc_reg_read_batch(self._uch, self._ids, self._ptrs, self._n)
-        if status != 0:
-            raise RuntimeError(f"uc_reg_read_batch failed with error {status}")
-        return tuple(self._vals)
 
 
 _ATOMS = (int, bool, float, str, bytes, type(None))
@@ -158,7 +136,6 @@ def model_state(model: Any) -> tuple:
 class LoopDetector:
     def __init__(self, machine: Machine) -> None:
         self.m = machine
-        self._regs = _Registers(machine.uc)
         chip = machine.chip
         self._sram = (chip.sram_base, chip.sram_size, ctypes.create_string_buffer(chip.sram_size))
         self.enabled = True  # False: never skip (tests compare runs with and without skipping)
@@ -176,8 +153,9 @@ class LoopDetector:
         self._passes: deque[tuple[int, ...]] = deque(maxlen=2 * MAX_PERIOD)
         self._touched: set[int] = set()  # keys (address * 2 + write) accessed since the oldest snapshot
         self._snapshots: list[tuple[int, tuple]] = []  # (instructions, state)
-        self._cooldown = 0
-        self._wait = 0
+        self._counters: tuple = ()
+        self._misses = 0  # looks in a row that found no period
+        self._wait = 0  # periodic passes to let go by before the next look
 
     def access(self, block: int, key: int, value: int) -> None:
         """``key`` is the address times two, plus one for a write."""
@@ -204,6 +182,17 @@ class LoopDetector:
             return
         if not self.enabled:
             return
+        counters = self.counters()
+        if counters != self._counters:
+            # Something happened since the last look (an event, an interrupt, a byte sent):
+            # no snapshot taken before can match any more, the counters only grow.  Note the
+            # counters and look at the next periodic pass, if they stay put until then (a
+            # loop that programs flash or sends a byte every pass never gets that far).
+            self._counters = counters
+            self._snapshots.clear()
+            self._touched = {key for p in self._passes for key in p[1::3]}
+            self._failed()
+            return
         self.want_check = True
         self.m._request_stop()  # the check runs at the next block boundary
 
@@ -211,6 +200,7 @@ class LoopDetector:
         self._anchor_block, self._anchor_key = block, key
         self._trail = [block, key, value]
         self._passes.clear()
+        self._misses = self._wait = 0  # another loop
 
     def forget_passes(self) -> None:
         """Start the pass record afresh (after a skip: the next event comes within a pass)."""
@@ -241,7 +231,7 @@ class LoopDetector:
             if model is None:
                 model = where[key] = m.model_at(key >> 1) or m.nvic
             models[id(model)] = model
-        return (self._regs.read(), counters, buf.raw,
+        return (m.regs.snapshot_regs(), counters, buf.raw,
                 tuple(sorted((type(x).__name__, getattr(x, "name", ""), model_state(x))
                              for x in models.values())))
 
@@ -250,25 +240,26 @@ class LoopDetector:
         self.want_check = False
         self.checks += 1
         counters = self.counters()
-        if self._snapshots and self._snapshots[-1][1][1] != counters:
-            # Something happened since: no earlier snapshot can match any more (the counters
-            # only grow).  The models to compare from now on are those of the recent passes.
+        if counters != self._counters:  # changed in the rest of the block: look again later
+            self._counters = counters
             self._snapshots.clear()
-            self._touched = {key for p in self._passes for key in p[1::3]}
+            self._failed()
+            return 0
         state = self.snapshot(counters)
         now = self.m.instructions
         for count, earlier in self._snapshots:
             if earlier == state and now > count:
-                self._cooldown = 0
+                self._misses = 0
                 return now - count
-        # No match: the loop changed something (a counter, a buffer) or something happened
-        # around it.  Look again later, less often while nothing but the loop runs.
-        if self._snapshots and self._snapshots[-1][1][1] == state[1]:
-            self._cooldown = min(MAX_COOLDOWN, max(1, 2 * self._cooldown))
-        else:
-            self._cooldown = 0
-        self._wait = self._cooldown
+        # The loop changed something of its own (a counter, a buffer): look again later.
         self._snapshots.append((now, state))
         if len(self._snapshots) > MAX_SNAPSHOTS:
             del self._snapshots[0]
+        self._failed()
         return 0
+
+    def _failed(self) -> None:
+        """Back off exponentially while the looks at this loop keep failing (two misses are the
+        normal price of a loop that idles between events)."""
+        self._misses += 1
+        self._wait = min(MAX_COOLDOWN, 1 << (self._misses - 3)) if self._misses > 2 else 0

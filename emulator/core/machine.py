@@ -159,7 +159,7 @@ class Machine:
         self.uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB, A.UC_CPU_ARM_CORTEX_M3)
         self.regs = FastRegisters(self.uc)
         self.nvic = ExceptionController(self.chip.num_irqs)
-        self.nvic.listeners.append(self._request_stop)
+        self.nvic.listeners.append(self._nvic_changed)
 
     def _build_models(self) -> None:
         port = self.port
@@ -262,6 +262,9 @@ class Machine:
 
     @property
     def now_ns(self) -> int:
+        """Emulated time; inside a slice (a hook), the time at the start of the current block."""
+        if self._in_slice:
+            self._sync()
         return self.scheduler.now_ns
 
     @property
@@ -385,7 +388,8 @@ class Machine:
                 if not self._wait_for_event(deadline):
                     return self._stop or StopReason("lockup", "core is locked up", self.pc)
                 continue
-            if self.port.stalled_until_ns > self.scheduler.now_ns and self._fetching_from_flash():
+            pc = self.pc
+            if self.port.stalled_until_ns > self.scheduler.now_ns and self._fetching_from_flash(pc):
                 # The flash is busy programming or erasing: instruction fetches (and the
                 # vector fetch of any interrupt) wait, timers keep running (PM0075 §2.3).
                 nxt = self.scheduler.next_due()
@@ -399,15 +403,15 @@ class Machine:
                 if not self._sleep(deadline):
                     return self._stop  # type: ignore[return-value]
                 continue
-            if self._idle_loop():
+            if self._idle_loop(pc):
                 if not self._sleep(deadline, spinning=True):
                     return self._stop  # type: ignore[return-value]
                 continue
             if deadline is not None and self.scheduler.now_ns >= deadline:
-                return StopReason("time-budget", f"{max_ns} ns of emulated time", self.pc)
+                return StopReason("time-budget", f"{max_ns} ns of emulated time", pc)
             if instr_limit is not None and self.instructions >= instr_limit:
-                return StopReason("instruction-budget", f"{max_instructions} instructions", self.pc)
-            self._run_slice(deadline, instr_limit)
+                return StopReason("instruction-budget", f"{max_instructions} instructions", pc)
+            self._run_slice(pc, deadline, instr_limit)
 
     # -- driving the machine from a host (USB) ------------------------------------------------
     def run_ns(self, ns: int) -> StopReason | None:
@@ -486,8 +490,7 @@ class Machine:
         _, faultmask, basepri = self.exc.masks()
         return self.nvic.can_preempt(exc, False, faultmask, basepri)
 
-    def _fetching_from_flash(self) -> bool:
-        pc = self.pc
+    def _fetching_from_flash(self, pc: int) -> bool:
         return self.chip.in_flash(pc) or (not self.boot0 and pc < self.chip.flash_size)
 
     def _skip_to(self, target: int, deadline: int | None) -> bool:
@@ -530,14 +533,22 @@ class Machine:
         self.scheduler.advance_to(target, self.port.clocks.hclk)
         return True
 
-    def _idle_loop(self) -> bool:
-        pc = self.pc
-        try:
-            return struct.unpack("<H", self.uc.mem_read(pc, 2))[0] == THUMB_B_SELF
-        except UcError:
-            return False
+    def _idle_loop(self, pc: int) -> bool:
+        return self._code_halfword(pc & ~1) == THUMB_B_SELF
 
-    def _run_slice(self, deadline: int | None, instr_limit: int | None) -> None:
+    def _code_halfword(self, address: int) -> int | None:
+        """The half-word at ``address``: straight from the flash array when it is flash."""
+        chip = self.chip
+        if chip.flash_base <= address < chip.flash_base + chip.flash_size - 1:
+            off = address - chip.flash_base
+        elif not self.boot0 and 0 <= address < chip.flash_size - 1:
+            off = address  # the boot alias
+        else:
+            return self._halfword(address)
+        storage = self.flash_storage
+        return storage[off] | storage[off + 1] << 8
+
+    def _run_slice(self, pc: int, deadline: int | None, instr_limit: int | None) -> None:
         hz = self.port.clocks.hclk
         due = self.scheduler.next_due()
         if deadline is not None:
@@ -555,24 +566,28 @@ class Machine:
         self._synced = 0
         self.engine.begin(budget, masks)
         self._in_slice = True
-        pc = self.pc
         error: UcError | None = None
-        try:
-            self.uc.emu_start(pc | 1, 0)
-        except UcError as e:
-            error = e
-        finally:
-            self._in_slice = False
+        uc = self.uc
+        uc._hook_exception = None  # what the binding's emu_start does, without its layers
+        status = uclib.uc_emu_start(uc._uch, pc | 1, 0, 0, 0)
+        self._in_slice = False
+        if status:
+            error = UcError(status)
+        elif uc._hook_exception is not None:
+            self._internal_error = uc._hook_exception
+        st = self._st
+        if st.stopped == 3:
+            self.engine.rewind_to(st.barrier)  # in front of the barrier that waits for a bus fault
         if error is not None and error.errno in _MID_BLOCK_ERRORS:
             # The block stopped at the faulting instruction: only those before it ran
             # (an unsupported WFE is carried out as a hint by _cpu_error).
             fault_pc = self.pc
             self.engine.rewind_to(fault_pc, 1 if self._halfword(fault_pc) == THUMB_WFE else 0)
-        st = self._st
         executed = st.count
         self._advance(executed - self._synced)
         self.instructions += executed
-        self._note_path(self.pc)
+        if self.symbols is not None:
+            self._note_path(self.pc)
         if self._internal_error is not None:
             err, self._internal_error = self._internal_error, None
             if isinstance(err, StrictModeError):
@@ -582,10 +597,11 @@ class Machine:
         if error is not None:
             self._cpu_error(error)
         elif self._pending_fault is not None:
-            # Imprecise: taken at the block boundary after the access; the stacked PC is
-            # where execution got to (B3.2.15 IMPRECISERR).
+            # Imprecise: taken at the block boundary after the access, or in front of a DSB/DMB;
+            # the stacked PC is where execution got to (B3.2.15 IMPRECISERR).
             cause, fpc, addr = self._pending_fault
             self._pending_fault = None
+            st.fault_pending = 0
             self._fault(cause, fpc, addr, self.pc)
         elif not st.stopped and self._stop is None and self._just_executed_wfi():
             self.cpu.sleeping = True
@@ -624,10 +640,7 @@ class Machine:
         self.loops.forget_passes()
 
     def _just_executed_wfi(self) -> bool:
-        try:
-            return struct.unpack("<H", self.uc.mem_read(self.pc - 2, 2))[0] == THUMB_WFI
-        except UcError:
-            return False
+        return self._code_halfword(self.pc - 2) == THUMB_WFI
 
     def _advance(self, cycles: int) -> None:
         if cycles > 0:
@@ -649,6 +662,12 @@ class Machine:
             if counted != self._synced:
                 self._advance(counted - self._synced)
                 self._synced = counted
+
+    def _nvic_changed(self) -> None:
+        # An enable, priority or pending change can only make an exception deliverable when one
+        # is pending (a set_pending comes here too): otherwise the CPU runs on.
+        if self._in_slice and True in self.nvic.pending:
+            self._st.stop = 1
 
     def _request_stop(self) -> None:
         if self._in_slice:
@@ -729,10 +748,7 @@ class Machine:
         try:
             return fn()
         except BusError as e:
-            if self._pending_fault is None:  # a second error before the first is taken merges with it
-                self._pending_fault = ("IMPRECISERR", self.access_pc(), e.address)
-            self.port.event("bus_error", address=e.address, reason=e.reason)
-            self._request_stop()
+            self._bus_error(e)
         except BaseException as e:  # noqa: BLE001 - must not unwind through Unicorn's C frames
             self._internal_error = e
             self._request_stop()
@@ -741,6 +757,7 @@ class Machine:
     def _bus_error(self, e: BusError) -> None:
         if self._pending_fault is None:  # a second error before the first is taken merges with it
             self._pending_fault = ("IMPRECISERR", self.access_pc(), e.address)
+            self._st.fault_pending = 1
         self.port.event("bus_error", address=e.address, reason=e.reason)
         self._request_stop()
 
@@ -980,7 +997,9 @@ class Machine:
             for address in insn_traps.find_msr_basepri(data, base):
                 self._add_trap(address, self._msr_basepri_trap)
             for address in insn_traps.find_barriers(data, base):
-                self._add_trap(address, self._barrier_trap)
+                if address not in self._trapped:
+                    self._trapped.add(address)
+                    self.engine.add_barrier(address)
 
     def _add_trap(self, address: int, callback: Callable[..., None]) -> None:
         if address in self._trapped:
@@ -1031,24 +1050,6 @@ class Machine:
             uc.reg_write(A.UC_ARM_REG_PC, (address + 4) | 1)
             self.engine.rewind_to(address, then_executed=1)  # the MSR is done; Unicorn resumes after it
             self._request_stop()  # unmasking may make an interrupt deliverable now
-        self._in_hook(uc, body)
-
-    def _barrier_trap(self, uc: Uc, address: int, size: int, _ud: object) -> None:
-        if self._pending_fault is None:
-            return
-
-        def body() -> None:
-            first, second = self._words(address)
-            if first != 0xF3BF or (second & 0xFFE0) != 0x8F40:
-                return
-            # The barrier waits for the store's bus error: taken now, the barrier re-executes
-            # after the handler (B3.2.15 IMPRECISERR).  The rest of the block is abandoned.
-            assert self._pending_fault is not None
-            cause, fpc, addr = self._pending_fault
-            self._pending_fault = None
-            self._sync()
-            self.engine.rewind_to(address)
-            self.exc.fault(cause, fpc, addr, imprecise_return=address)
         self._in_hook(uc, body)
 
     def _stackable(self, address: int, size: int) -> bool:
