@@ -18,24 +18,30 @@ from cffi import FFI
 # fields directly; the pure-Python engine mirrors them in a plain object.
 STATE = """
 typedef struct {
+    uint32_t address;
+    uint16_t size, n;
+    uint32_t gen;
+} bs_block_count;
+
+typedef struct {
     uint64_t count;        /* instructions in the blocks entered since the slice began */
     uint64_t base;         /* count before the current block */
-    uint64_t deadline;     /* end the slice at the first block boundary where count >= deadline */
+    uint64_t deadline;     /* end the slice at the first block boundary where count >= deadline;
+                              a stop request sets it to 0 */
     uint64_t block;        /* address of the current block */
     uint32_t block_size;   /* its size in bytes */
     uint32_t block_n;      /* its instructions */
-    uint32_t stop;         /* nonzero: end the slice at the next block boundary */
     uint32_t stopped;      /* 1: the hook ended the slice (deadline or stop), 2: at a "b .", 3: at a barrier */
     uint32_t fault_pending;  /* an imprecise bus fault waits: a DSB/DMB ends the slice in front of itself */
     uint64_t barrier;      /* the address of that barrier */
     uint32_t watch;        /* nonzero: end the slice when PRIMASK/FAULTMASK/BASEPRI leave masks[] */
     uint32_t masks[3];
     int32_t mask_regs[3];  /* Unicorn register ids of PRIMASK, FAULTMASK, BASEPRI */
-    uint32_t longest;      /* most instructions seen in one block */
-    uint64_t blocks;       /* blocks entered in all */
+    uint32_t gen;          /* flash generation: bumped when flash changes, drops the cached counts */
     const uint8_t *flash;  /* the flash array, read to count a block's instructions */
     uint64_t flash_base, flash_size, alias_size;
     void *emu_stop, *mem_read, *reg_read;
+    bs_block_count counts[4096];  /* instruction counts of flash blocks, by address */
 } bs_state;
 """
 
@@ -71,11 +77,11 @@ unsigned bs_count_thumb(const uint8_t *code, uint32_t size)
 static void bs_block_hook(void *uc, uint64_t address, uint32_t size, void *user_data)
 {
     bs_state *st = (bs_state *)user_data;
-    const uint8_t *code;
-    uint8_t buf[4096];
+    uint64_t count = st->count;
+    bs_block_count *cached;
     unsigned n;
 
-    if (st->stop || st->count >= st->deadline)
+    if (count >= st->deadline)
         goto stop;
     if (st->watch) {
         int k;
@@ -86,31 +92,43 @@ static void bs_block_hook(void *uc, uint64_t address, uint32_t size, void *user_
                 goto stop;
         }
     }
-    if (address >= st->flash_base && address + size <= st->flash_base + st->flash_size)
-        code = st->flash + (address - st->flash_base);
-    else if (address + size <= st->alias_size)
-        code = st->flash + address;
-    else {
-        if (size > sizeof buf)
-            size = sizeof buf;
-        if (((bs_read_fn)st->mem_read)(uc, address, buf, size) != 0)
-            size = 0;
-        code = buf;
+    cached = &st->counts[(address >> 1) & 4095];
+    if (cached->address == (uint32_t)address && cached->size == size && cached->gen == st->gen) {
+        n = cached->n;
+    } else {
+        const uint8_t *code;
+        uint8_t buf[4096];
+        int in_flash = 1;
+        if (address >= st->flash_base && address + size <= st->flash_base + st->flash_size)
+            code = st->flash + (address - st->flash_base);
+        else if (address + size <= st->alias_size)
+            code = st->flash + address;
+        else {
+            in_flash = 0;
+            if (size > sizeof buf)
+                size = sizeof buf;
+            if (((bs_read_fn)st->mem_read)(uc, address, buf, size) != 0)
+                size = 0;
+            code = buf;
+        }
+        if (size == 2 && code[0] == 0xFE && code[1] == 0xE7) {  /* "b ." : the idle detector takes over */
+            st->stopped = 2;
+            ((bs_stop_fn)st->emu_stop)(uc);
+            return;
+        }
+        n = bs_count_thumb(code, size);
+        if (in_flash) {  /* code elsewhere may change unseen: counted again each time */
+            cached->address = (uint32_t)address;
+            cached->size = (uint16_t)size;
+            cached->n = (uint16_t)n;
+            cached->gen = st->gen;
+        }
     }
-    if (size == 2 && code[0] == 0xFE && code[1] == 0xE7) {  /* "b ." : the machine's idle detector takes over */
-        st->stopped = 2;
-        ((bs_stop_fn)st->emu_stop)(uc);
-        return;
-    }
-    n = bs_count_thumb(code, size);
-    st->base = st->count;
-    st->count += n;
+    st->base = count;
+    st->count = count + n;
     st->block = address;
     st->block_size = size;
     st->block_n = n;
-    st->blocks++;
-    if (n > st->longest)
-        st->longest = n;
     return;
 stop:
     st->stopped = 1;

@@ -102,15 +102,21 @@ class Engine:
         st.count = st.base = 0
         st.block = st.block_size = st.block_n = 0
         st.deadline = budget
-        st.stop = st.stopped = 0
+        st.stopped = 0
         if masks is None:
             st.watch = 0
         else:
             st.watch = 1
             st.masks[0], st.masks[1], st.masks[2] = masks
 
+    def request_stop(self) -> None:
+        """End the slice at the next block boundary."""
+        self.state.deadline = 0
+
     def code_changed(self) -> None:
-        """Flash changed (the C hook reads the live array; the Python one caches counts)."""
+        """Flash changed: cached instruction counts of flash blocks are dropped."""
+        st = self.state
+        st.gen = (st.gen + 1) & 0xFFFFFFFF
 
     def add_barrier(self, address: int) -> None:
         """Hook the DSB/DMB at ``address``: with ``fault_pending`` set the run ends in front of it
@@ -185,14 +191,13 @@ class CEngine(Engine):
 class _PyState:
     """The fields of ``bs_state`` as a Python object."""
 
-    __slots__ = ("count", "base", "deadline", "block", "block_size", "block_n", "stop", "stopped", "watch",
-                 "masks", "longest", "blocks", "fault_pending", "barrier")
+    __slots__ = ("count", "base", "deadline", "block", "block_size", "block_n", "stopped", "watch",
+                 "masks", "fault_pending", "barrier", "gen")
 
     def __init__(self) -> None:
         self.count = self.base = self.block = self.block_size = self.block_n = 0
         self.deadline = NO_DEADLINE
-        self.stop = self.stopped = self.watch = self.longest = self.blocks = 0
-        self.fault_pending = self.barrier = 0
+        self.stopped = self.watch = self.fault_pending = self.barrier = self.gen = 0
         self.masks = [0, 0, 0]
 
 
@@ -213,7 +218,7 @@ class PyEngine(Engine):
         flash_base, alias_size = self._flash_base, self._alias_size
 
         def hook(_handle: int, address: int, size: int, _ud: int) -> None:
-            if st.stop or st.count >= st.deadline or (
+            if st.count >= st.deadline or (
                     st.watch and (reg_read(MASK_REGS[0]), reg_read(MASK_REGS[1]), reg_read(MASK_REGS[2]))
                     != tuple(st.masks)):
                 st.stopped = 1
@@ -234,9 +239,6 @@ class PyEngine(Engine):
             st.base = st.count
             st.count += n
             st.block, st.block_size, st.block_n = address, size, n
-            st.blocks += 1
-            if n > st.longest:
-                st.longest = n
 
         self._cb = HOOK_CODE_CFUNC(hook)  # kept alive as long as the engine
         handle = ctypes.c_size_t()
@@ -259,6 +261,7 @@ class PyEngine(Engine):
 
     def code_changed(self) -> None:
         self._counts.clear()
+        super().code_changed()
 
 
 def make_engine(uc: Uc, flash: bytearray, flash_base: int, alias_size: int) -> Engine:

@@ -667,11 +667,11 @@ class Machine:
         # An enable, priority or pending change can only make an exception deliverable when one
         # is pending (a set_pending comes here too): otherwise the CPU runs on.
         if self._in_slice and True in self.nvic.pending:
-            self._st.stop = 1
+            self._st.deadline = 0
 
     def _request_stop(self) -> None:
         if self._in_slice:
-            self._st.stop = 1
+            self._st.deadline = 0
 
     def _note_path(self, pc: int) -> None:
         if self.symbols is None:
