@@ -194,9 +194,12 @@ class NVIC(Peripheral):
         c = self.controller
         group, index = offset >> 7, (offset & 0x7F) >> 2
         if offset < 0x280 and (offset & 0x7F) < 0x40 and size == 4:
-            for bit in range(32):
+            bits = value & 0xFFFFFFFF
+            while bits:  # the set bits only (a task loop writes ISER/ICER on every pass)
+                bit = (bits & -bits).bit_length() - 1
+                bits &= bits - 1
                 exc = IRQ0 + index * 32 + bit
-                if not (value >> bit) & 1 or exc >= c.count:
+                if exc >= c.count:
                     continue
                 if group == 0:
                     c.enabled[exc] = True

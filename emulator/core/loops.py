@@ -39,6 +39,7 @@ import ctypes
 import dataclasses
 import enum
 import functools
+import marshal
 import types
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 MAX_TRAIL = 3 * 64  # 64 accesses a pass at most (three list items each)
 MAX_PERIOD = 4  # passes
 MAX_SNAPSHOTS = 4
-MAX_COOLDOWN = 256
+MAX_MUTE = 1 << 14  # accesses
 BIG_BUFFER = 1 << 16  # larger byte arrays (the flash array) are tracked by counters instead
 _SKIP = object()
 
@@ -128,9 +129,39 @@ def plain(value: Any, depth: int = 0) -> Any:
     return tuple([(k, plain(v, depth + 1)) for k, v in vars(value).items()])
 
 
-def model_state(model: Any) -> tuple:
-    """The state of one model (the NVIC controller is compared on its own, not inside others)."""
-    return tuple([(k, plain(v, 1)) for k, v in vars(model).items() if k not in _STATIC_ATTRS])
+def model_state(model: Any, plans: dict[int, tuple] | None = None) -> tuple:
+    """The state of one model (the NVIC controller is compared on its own, not inside others).
+
+    With ``plans`` (kept per machine: ids of its models stay theirs) the attributes that are
+    plain data all the way down (ints, lists of bools, register dicts...) go through one
+    ``marshal.dumps`` call, at C speed; the others through :func:`plain`.  An attribute that
+    stops being plain data (a timer handle replacing None) makes the plan be learnt again.
+    """
+    attrs = vars(model)
+    if plans is None:
+        return tuple([(k, plain(v, 1)) for k, v in attrs.items() if k not in _STATIC_ATTRS])
+    plan = plans.get(id(model))
+    if plan is not None and len(attrs) == plan[2]:
+        fast_keys, slow_keys, _ = plan
+        try:
+            fast = marshal.dumps([attrs[k] for k in fast_keys])
+        except (ValueError, KeyError):
+            plan = None
+    else:
+        plan = None
+    if plan is None:
+        fast_keys, slow_keys = [], []
+        for k, v in attrs.items():
+            if k in _STATIC_ATTRS:
+                continue
+            try:
+                marshal.dumps(v)
+                fast_keys.append(k)
+            except ValueError:
+                slow_keys.append(k)
+        plans[id(model)] = (fast_keys, slow_keys, len(attrs))
+        fast = marshal.dumps([attrs[k] for k in fast_keys])
+    return (tuple(fast_keys), fast, tuple([(k, plain(attrs[k], 1)) for k in slow_keys]))
 
 
 class LoopDetector:
@@ -141,6 +172,7 @@ class LoopDetector:
         self.enabled = True  # False: never skip (tests compare runs with and without skipping)
         self.want_check = False
         self._model_of: dict[int, Any] = {}
+        self._plans: dict[int, tuple] = {}
         self.checks = 0
         self.skipped_passes = 0
         self.reset()
@@ -155,32 +187,35 @@ class LoopDetector:
         self._snapshots: list[tuple[int, tuple]] = []  # (instructions, state)
         self._counters: tuple = ()
         self._misses = 0  # looks in a row that found no period
-        self._wait = 0  # periodic passes to let go by before the next look
+        self._aperiodic = 0  # passes in a row that did not repeat
+        self._last_anchor = (-1, -1)
+        self.mute = 0  # MMIO accesses to let go by unrecorded (backing off)
 
     def access(self, block: int, key: int, value: int) -> None:
-        """``key`` is the address times two, plus one for a write."""
+        """``key`` is the address times two, plus one for a write.  (The machine's MMIO read
+        callback inlines the first branch.)"""
         if key != self._anchor_key or block != self._anchor_block:
             trail = self._trail
             trail += (block, key, value)
             if len(trail) > MAX_TRAIL or self._anchor_key < 0:
                 self._restart(block, key, value)
             return
-        passes = self._passes
-        passes.append(tuple(self._trail))
-        self._touched.update(self._trail[1::3])
+        done = tuple(self._trail)
         self._trail = [block, key, value]
-        if self.want_check or len(passes) < 2:
-            return
-        seq = list(passes)
-        for p in range(1, min(MAX_PERIOD, len(seq) // 2) + 1):
-            if seq[-p:] == seq[-2 * p:-p]:
-                break
+        passes = self._passes
+        if passes and done == passes[-1]:
+            passes.append(done)  # the same pass again (its accesses are already in _touched)
         else:
-            return
-        if self._wait:
-            self._wait -= 1
-            return
-        if not self.enabled:
+            passes.append(done)
+            self._touched.update(done[1::3])
+            if not self._periodic(passes):
+                self._aperiodic += 1
+                if self._aperiodic > 2 * MAX_PERIOD:  # passes that never repeat: back off
+                    self._aperiodic = 0
+                    self._failed()
+                return
+        self._aperiodic = 0
+        if self.want_check or not self.enabled:
             return
         counters = self.counters()
         if counters != self._counters:
@@ -196,11 +231,24 @@ class LoopDetector:
         self.want_check = True
         self.m._request_stop()  # the check runs at the next block boundary
 
+    @staticmethod
+    def _periodic(passes: deque[tuple[int, ...]]) -> bool:
+        """The last 2p passes are one run of p passes twice, for some p in 2..MAX_PERIOD."""
+        n = len(passes)
+        for p in range(2, MAX_PERIOD + 1):
+            if 2 * p > n:
+                return False
+            if all(passes[-1 - i] == passes[-1 - p - i] for i in range(p)):
+                return True
+        return False
+
     def _restart(self, block: int, key: int, value: int) -> None:
+        if (block, key) != self._last_anchor:
+            self._misses = 0  # another loop
+        self._last_anchor = (block, key)
         self._anchor_block, self._anchor_key = block, key
         self._trail = [block, key, value]
         self._passes.clear()
-        self._misses = self._wait = 0  # another loop
 
     def forget_passes(self) -> None:
         """Start the pass record afresh (after a skip: the next event comes within a pass)."""
@@ -232,7 +280,7 @@ class LoopDetector:
                 model = where[key] = m.model_at(key >> 1) or m.nvic
             models[id(model)] = model
         return (m.regs.snapshot_regs(), counters, buf.raw,
-                tuple(sorted((type(x).__name__, getattr(x, "name", ""), model_state(x))
+                tuple(sorted((type(x).__name__, getattr(x, "name", ""), model_state(x, self._plans))
                              for x in models.values())))
 
     def check(self) -> int:
@@ -260,6 +308,8 @@ class LoopDetector:
 
     def _failed(self) -> None:
         """Back off exponentially while the looks at this loop keep failing (two misses are the
-        normal price of a loop that idles between events)."""
+        normal price of a loop that idles between events): stop recording for a while."""
         self._misses += 1
-        self._wait = min(MAX_COOLDOWN, 1 << (self._misses - 3)) if self._misses > 2 else 0
+        if self._misses > 2:
+            self.mute = min(MAX_MUTE, 64 << (self._misses - 3))
+            self._anchor_key = -1  # look for the loop afresh afterwards

@@ -58,7 +58,7 @@ from emulator.core.chips import (
 )
 from emulator.core.engine import Engine, FastRegisters, make_engine
 from emulator.core.exceptions import ExceptionEngine, FaultRecord, Lockup
-from emulator.core.loops import LoopDetector
+from emulator.core.loops import MAX_TRAIL, LoopDetector
 from emulator.core.port import Event, SimPort, StrictModeError
 from emulator.core.symbols import SymbolTable
 from emulator.core.time import Scheduler
@@ -67,7 +67,7 @@ from firmware_models.flash import TYPICAL_TIMINGS, FlashInterface, FlashTimings
 from firmware_models.nvic import ExceptionController, exception_name
 from firmware_models.pwr import PWR
 from firmware_models.rcc import PERIPHERAL_CLOCKS, RCC
-from firmware_models.regs import BusError, Peripheral
+from firmware_models.regs import Access, BusError, Peripheral
 from firmware_models.scb import SCB
 from firmware_models.systick import SysTick
 from firmware_models.usb import UsbDevice
@@ -258,6 +258,8 @@ class Machine:
     def cycle_count(self) -> int:
         """CPU cycles since power-on, for DWT.CYCCNT (a time query, as far as loops.py is concerned)."""
         self.time_queries += 1
+        if self._in_slice:
+            self._sync()
         return self.scheduler.cycles
 
     @property
@@ -770,7 +772,9 @@ class Machine:
         def cb(uc: Uc, offset: int, size: int, _ud: object) -> int:
             self._sync()
             value = int(self._guard(lambda: handler(base + offset, size), 0) or 0) & _SIZE_MASK[size]
-            if self._in_slice:
+            if self.loops.mute:
+                self.loops.mute -= 1
+            elif self._in_slice:
                 self.loops.access(self._st.block, (base + offset) << 1, value)
             return value
         return cb
@@ -779,7 +783,9 @@ class Machine:
         def cb(uc: Uc, offset: int, size: int, value: int, _ud: object) -> None:
             self._sync()
             self._guard(lambda: handler(base + offset, size, value))
-            if self._in_slice:
+            if self.loops.mute:
+                self.loops.mute -= 1
+            elif self._in_slice:
                 self.loops.access(self._st.block, (base + offset) << 1 | 1, value)
         return cb
 
@@ -797,19 +803,24 @@ class Machine:
         advance = self._advance
 
         def read_cb(_h: int, offset: int, size: int, _ud: int) -> int:
+            # No time sync: a model that looks at the time syncs through its port.
             address = base + offset
             try:
-                if self._in_slice:
-                    counted = st.base
-                    if counted != self._synced:
-                        advance(counted - self._synced)
-                        self._synced = counted
                 fn = reads.get(address << 3 | size)
                 if fn is None or bus.tracer is not None:
                     fn = compile_read(address, size)
                 value = fn() & _SIZE_MASK[size]
-                if self._in_slice:
-                    loops.access(st.block, address << 1, value)
+                if loops.mute:
+                    loops.mute -= 1
+                elif self._in_slice:
+                    block, key = st.block, address << 1
+                    if key != loops._anchor_key or block != loops._anchor_block:
+                        trail = loops._trail  # LoopDetector.access, its common case inlined
+                        trail += (block, key, value)
+                        if len(trail) > MAX_TRAIL or loops._anchor_key < 0:
+                            loops.access(block, key, value)
+                    else:
+                        loops.access(block, key, value)
                 return value
             except BusError as e:
                 self._bus_error(e)
@@ -829,7 +840,9 @@ class Machine:
                 if fn is None or bus.tracer is not None:
                     fn = compile_write(address, size)
                 fn(value)
-                if self._in_slice:
+                if loops.mute:
+                    loops.mute -= 1
+                elif self._in_slice:
                     loops.access(st.block, address << 1 | 1, value)
             except BusError as e:
                 self._bus_error(e)
@@ -847,7 +860,8 @@ class Machine:
         mapping = bus.find(address)
         if bus.tracer is not None or mapping is None:
             return functools.partial(bus.read, address, size)  # traced or unmodelled: the bus's own path
-        read = functools.partial(mapping.model.read, address - mapping.base, size)
+        read = _plain_register_reader(mapping.model, address - mapping.base, size) or functools.partial(
+            mapping.model.read, address - mapping.base, size)
         gate = mapping.gate
         if gate is None:
             fn = read
@@ -1061,6 +1075,25 @@ class Machine:
             model.reset()
 
 
+def _plain_register_reader(model: Any, offset: int, size: int) -> Callable[[], int] | None:
+    """A reader for a register that is only its stored value (the framework's read, no on_read
+    hook, no write-only bits), or None: then the model's own read is called."""
+    if type(model).read is not Peripheral.read:
+        return None
+    loc = model._locate(offset)
+    if loc is None:
+        return None
+    compiled, shift = loc
+    reg = compiled.reg
+    if reg.on_read is not None or compiled.masks[Access.WO] or shift + size > compiled.nbytes:
+        return None
+    name, bits, mask = reg.name, 8 * shift, (1 << (8 * size)) - 1
+
+    def read() -> int:
+        return model.values[name] >> bits & mask
+    return read
+
+
 class _MachinePort(SimPort):
     """The port the machine hands to models: SimPort plus CPU-aware stop requests."""
 
@@ -1071,11 +1104,24 @@ class _MachinePort(SimPort):
         self.pc_provider = machine.access_pc
         self.reset_sink = self._reset
 
+    # Inside a slice emulated time is brought up to the current block only when something looks
+    # at it: a model asking for the time, scheduling a timer or logging an event (MMIO reads do
+    # not sync; writes do, since they may change the clock).
     def now_ns(self) -> int:
-        self.machine.time_queries += 1
+        m = self.machine
+        m.time_queries += 1
+        if m._in_slice:
+            m._sync()
         return self.scheduler.now_ns
 
+    def event(self, kind: str, **data: Any) -> None:
+        if self.machine._in_slice:
+            self.machine._sync()
+        super().event(kind, **data)
+
     def schedule(self, delay_ns: int, callback: Callable[[], None], name: str = ""):  # type: ignore[override]
+        if self.machine._in_slice:
+            self.machine._sync()
         entry = super().schedule(delay_ns, callback, name)
         if entry.due_ns < self.machine._slice_end_ns:
             self.machine._request_stop()
