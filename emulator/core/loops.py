@@ -188,6 +188,7 @@ class LoopDetector:
         self._counters: tuple = ()
         self._misses = 0  # looks in a row that found no period
         self._aperiodic = 0  # passes in a row that did not repeat
+        self._phase = 0  # periodic passes to let go by until the same phase comes round
         self._last_anchor = (-1, -1)
         self.mute = 0  # MMIO accesses to let go by unrecorded (backing off)
 
@@ -205,10 +206,12 @@ class LoopDetector:
         passes = self._passes
         if passes and done == passes[-1]:
             passes.append(done)  # the same pass again (its accesses are already in _touched)
+            period = 1
         else:
             passes.append(done)
             self._touched.update(done[1::3])
-            if not self._periodic(passes):
+            period = self._period(passes)
+            if not period:
                 self._aperiodic += 1
                 if self._aperiodic > 2 * MAX_PERIOD:  # passes that never repeat: back off
                     self._aperiodic = 0
@@ -217,30 +220,36 @@ class LoopDetector:
         self._aperiodic = 0
         if self.want_check or not self.enabled:
             return
+        if self._phase:  # look once every period, always at the same phase of it
+            self._phase -= 1
+            return
+        self._phase = period - 1
         counters = self.counters()
         if counters != self._counters:
             # Something happened since the last look (an event, an interrupt, a byte sent):
-            # no snapshot taken before can match any more, the counters only grow.  Note the
-            # counters and look at the next periodic pass, if they stay put until then (a
-            # loop that programs flash or sends a byte every pass never gets that far).
+            # no snapshot taken before can match any more, the counters only grow.
             self._counters = counters
             self._snapshots.clear()
             self._touched = {key for p in self._passes for key in p[1::3]}
-            self._failed()
-            return
+            if self._misses:
+                # Note the counters and look at the next periodic pass, if they stay put until
+                # then (a loop that programs flash or sends a byte every pass never gets that
+                # far).  A loop whose last look found the period is looked at at once.
+                self._failed()
+                return
         self.want_check = True
         self.m._request_stop()  # the check runs at the next block boundary
 
     @staticmethod
-    def _periodic(passes: deque[tuple[int, ...]]) -> bool:
-        """The last 2p passes are one run of p passes twice, for some p in 2..MAX_PERIOD."""
+    def _period(passes: deque[tuple[int, ...]]) -> int:
+        """p when the last 2p passes are one run of p passes twice (p in 2..MAX_PERIOD), else 0."""
         n = len(passes)
         for p in range(2, MAX_PERIOD + 1):
             if 2 * p > n:
-                return False
+                return 0
             if all(passes[-1 - i] == passes[-1 - p - i] for i in range(p)):
-                return True
-        return False
+                return p
+        return 0
 
     def _restart(self, block: int, key: int, value: int) -> None:
         if (block, key) != self._last_anchor:
@@ -249,12 +258,14 @@ class LoopDetector:
         self._anchor_block, self._anchor_key = block, key
         self._trail = [block, key, value]
         self._passes.clear()
+        self._phase = 0
 
     def forget_passes(self) -> None:
         """Start the pass record afresh (after a skip: the next event comes within a pass)."""
         self._anchor_block = self._anchor_key = -1
         self._trail = []
         self._passes.clear()
+        self._phase = 0
 
     # -- the full comparison, at a block boundary ---------------------------------------------
     def counters(self) -> tuple:

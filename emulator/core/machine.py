@@ -137,6 +137,7 @@ class Machine:
         self._in_slice = False
         self._synced = 0
         self._slice_end_ns = 0
+        self._hclk = 8_000_000  # HCLK the instructions not yet turned into time ran at
         self._reset_request: str | None = None
         self._stop: StopReason | None = None
         self._pending_fault: tuple[str, int, int | None] | None = None  # cause, pc, address
@@ -551,7 +552,7 @@ class Machine:
         return storage[off] | storage[off + 1] << 8
 
     def _run_slice(self, pc: int, deadline: int | None, instr_limit: int | None) -> None:
-        hz = self.port.clocks.hclk
+        hz = self._hclk = self.port.clocks.hclk  # what the slice's cycles run at, until the clock changes
         due = self.scheduler.next_due()
         if deadline is not None:
             due = deadline if due is None else min(due, deadline)
@@ -646,7 +647,7 @@ class Machine:
 
     def _advance(self, cycles: int) -> None:
         if cycles > 0:
-            self.scheduler.advance_cycles(cycles, self.port.clocks.hclk)
+            self.scheduler.advance_cycles(cycles, self._hclk)
 
     def _sync(self) -> None:
         """Bring emulated time up to the start of the block now executing (MMIO and store hooks)."""
@@ -800,7 +801,6 @@ class Machine:
         st, loops, bus = self._st, self.loops, self.bus
         reads, writes = self._mmio_reads, self._mmio_writes
         compile_read, compile_write = self._compile_read, self._compile_write
-        advance = self._advance
 
         def read_cb(_h: int, offset: int, size: int, _ud: int) -> int:
             # No time sync: a model that looks at the time syncs through its port.
@@ -831,11 +831,6 @@ class Machine:
         def write_cb(_h: int, offset: int, size: int, value: int, _ud: int) -> None:
             address = base + offset
             try:
-                if self._in_slice:
-                    counted = st.base
-                    if counted != self._synced:
-                        advance(counted - self._synced)
-                        self._synced = counted
                 fn = writes.get(address << 3 | size)
                 if fn is None or bus.tracer is not None:
                     fn = compile_write(address, size)
@@ -1105,8 +1100,8 @@ class _MachinePort(SimPort):
         self.reset_sink = self._reset
 
     # Inside a slice emulated time is brought up to the current block only when something looks
-    # at it: a model asking for the time, scheduling a timer or logging an event (MMIO reads do
-    # not sync; writes do, since they may change the clock).
+    # at it: a model asking for the time, scheduling a timer or logging an event, or the clock
+    # changing (the cycles so far ran at the old one).  MMIO accesses themselves do not sync.
     def now_ns(self) -> int:
         m = self.machine
         m.time_queries += 1
@@ -1132,8 +1127,12 @@ class _MachinePort(SimPort):
         self.machine._request_stop()
 
     def clocks_changed(self) -> None:
+        m = self.machine
+        if m._in_slice:
+            m._sync()  # the instructions so far ran at the old clock
+        m._hclk = self.clocks.hclk
         super().clocks_changed()
-        self.machine._request_stop()
+        m._request_stop()
 
     def stall_until(self, due_ns: int) -> None:
         super().stall_until(due_ns)
