@@ -42,15 +42,12 @@ import functools
 import marshal
 import types
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from unicorn.unicorn_py3.unicorn import uclib
 
 from firmware_models.nvic import ExceptionController
 from firmware_models.regs import Peripheral
-
-if TYPE_CHECKING:
-    from emulator.core.machine import Machine
 
 MAX_TRAIL = 3 * 64  # 64 accesses a pass at most (three list items each)
 MAX_PERIOD = 4  # passes
@@ -165,7 +162,7 @@ def model_state(model: Any, plans: dict[int, tuple] | None = None) -> tuple:
 
 
 class LoopDetector:
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Any) -> None:  # emulator.core.machine.Machine (which imports this module)
         self.m = machine
         chip = machine.chip
         self._sram = (chip.sram_base, chip.sram_size, ctypes.create_string_buffer(chip.sram_size))
