@@ -151,6 +151,9 @@ def model_state(model: Any, plans: dict[int, tuple] | None = None) -> tuple:
         for k, v in attrs.items():
             if k in _STATIC_ATTRS:
                 continue
+            if isinstance(v, bytes | bytearray | memoryview) and len(v) > BIG_BUFFER:
+                slow_keys.append(k)  # the flash array: its changes are counted (flash_writes)
+                continue
             try:
                 marshal.dumps(v)
                 fast_keys.append(k)
