@@ -582,10 +582,13 @@ class Machine:
         if st.stopped == 3:
             self.engine.rewind_to(st.barrier)  # in front of the barrier that waits for a bus fault
         if error is not None and error.errno in _MID_BLOCK_ERRORS:
-            # The block stopped at the faulting instruction: only those before it ran
-            # (an unsupported WFE is carried out as a hint by _cpu_error).
+            # The block stopped at the faulting instruction: only those before it ran.  A store
+            # to nowhere counts as done (its bus fault is imprecise: the handler returns past
+            # it), and so does an unsupported WFE (carried out as a hint by _cpu_error).
             fault_pc = self.pc
-            self.engine.rewind_to(fault_pc, 1 if self._halfword(fault_pc) == THUMB_WFE else 0)
+            done = error.errno in (UC_ERR_WRITE_UNMAPPED, UC_ERR_WRITE_PROT) or \
+                self._halfword(fault_pc) == THUMB_WFE
+            self.engine.rewind_to(fault_pc, 1 if done else 0)
         executed = st.count
         self._advance(executed - self._synced)
         self.instructions += executed
