@@ -10,6 +10,7 @@ requested, the clock changed) makes the slice end at the next block boundary.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import struct
@@ -41,7 +42,7 @@ from unicorn import (
     UcError,
 )
 from unicorn import arm_const as A
-from unicorn.unicorn_py3.unicorn import MMIO_READ_CFUNC, MMIO_WRITE_CFUNC, uclib
+from unicorn.unicorn_py3.unicorn import HOOK_INTR_CFUNC, MMIO_READ_CFUNC, MMIO_WRITE_CFUNC, uclib
 
 from emulator.core import insn_traps
 from emulator.core import memory as mm
@@ -147,10 +148,11 @@ class Machine:
         self.last_stop: StopReason | None = None
         self._trapped: set[int] = set()
         self.time_queries = 0  # times a model asked for the time (loops.py: a pass that reads time differs)
+        self.activity = 0  # exceptions taken, unmodelled accesses, guest errors, reset requests, UART output
         self.flash_writes = 0  # flash array changes
         self._mmio_reads: dict[int, Callable[[], int]] = {}  # address << 3 | size -> reader
         self._mmio_writes: dict[int, Callable[[int], None]] = {}
-        self._mmio_callbacks: list[Any] = []  # ctypes callbacks kept alive
+        self._c_callbacks: list[Any] = []  # ctypes callbacks kept alive
         self._build_core()
         self._build_models()
         self._map_memory()
@@ -190,6 +192,7 @@ class Machine:
         self.gpio = {letter: self.models[f"GPIO{letter}"] for letter in "ABCDE"}
         self.exc = ExceptionEngine(self.regs, self.nvic, self.scb, self._stackable,  # type: ignore[arg-type]
                                    self.scheduler_now, self.port.event)
+        self.exc.on_taken.append(self._exception_taken)
 
     def _gate(self, name: str) -> Callable[[], str | None]:
         gate = PERIPHERAL_CLOCKS.get(name)
@@ -227,11 +230,12 @@ class Machine:
                     self._mmio_write(self._periph_bb_write, mm.PERIPH_BITBAND), None)
         uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._flash_store_hook)
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._unmapped_hook)
-        uc.hook_add(UC_HOOK_INTR, self._intr_hook)
+        self._hook_intr_direct()
 
     # -- public API -------------------------------------------------------------------------
     def uart_sink(self, n: int) -> Callable[[bytes], None]:
         def sink(data: bytes) -> None:
+            self.activity += 1
             self.uart_output.setdefault(n, bytearray()).extend(data)
             target = self.uart_sinks.get(n)
             if target is not None:
@@ -669,6 +673,9 @@ class Machine:
                 self._advance(counted - self._synced)
                 self._synced = counted
 
+    def _exception_taken(self, exc: int, handler: int) -> None:
+        self.activity += 1
+
     def _nvic_changed(self) -> None:
         # An enable, priority or pending change can only make an exception deliverable when one
         # is pending (a set_pending comes here too): otherwise the CPU runs on.
@@ -848,7 +855,7 @@ class Machine:
                 self._hook_failed(e)
 
         rcb, wcb = MMIO_READ_CFUNC(read_cb), MMIO_WRITE_CFUNC(write_cb)
-        self._mmio_callbacks += [rcb, wcb]
+        self._c_callbacks += [rcb, wcb]
         status = uclib.uc_mmio_map(self.uc._uch, base, size, rcb, None, wcb, None)
         if status != 0:
             raise UcError(status)
@@ -961,6 +968,26 @@ class Machine:
         if access not in (UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED):
             self.port.event("unmapped_read", address=address, size=size)
         return False
+
+    def _hook_intr_direct(self) -> None:
+        """The interrupt hook (SVC, exception return, fetch faults) through Unicorn's C API
+        directly: one exception entry and return per tick of a 1 kHz SysTick."""
+        uc = self.uc
+
+        def cb(_handle: int, intno: int, _ud: int) -> None:
+            try:
+                self._intr_hook(uc, intno, None)
+            except BaseException as e:  # noqa: BLE001 - must not unwind through Unicorn's C frames
+                self._internal_error = e
+                uc.emu_stop()
+
+        fn = HOOK_INTR_CFUNC(cb)
+        self._c_callbacks.append(fn)  # kept alive with the machine
+        handle = ctypes.c_size_t()
+        status = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_INTR, fn, None,
+                                   ctypes.c_uint64(1), ctypes.c_uint64(0))
+        if status:
+            raise UcError(status)
 
     def _intr_hook(self, uc: Uc, intno: int, _ud: object) -> None:
         pc = self.regs.reg_read(A.UC_ARM_REG_PC)
@@ -1105,6 +1132,18 @@ class _MachinePort(SimPort):
     # Inside a slice emulated time is brought up to the current block only when something looks
     # at it: a model asking for the time, scheduling a timer or logging an event, or the clock
     # changing (the cycles so far ran at the old one).  MMIO accesses themselves do not sync.
+    def unmodelled(self, periph: str, offset: int, access: str, size: int, value: int | None) -> None:
+        self.machine.activity += 1
+        super().unmodelled(periph, offset, access, size, value)
+
+    def guest_error(self, periph: str, message: str) -> None:
+        self.machine.activity += 1
+        super().guest_error(periph, message)
+
+    def request_reset(self, cause: str) -> None:
+        self.machine.activity += 1
+        super().request_reset(cause)
+
     def now_ns(self) -> int:
         m = self.machine
         m.time_queries += 1
