@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.bench_core import IDLE_ENTRY
+from bench.bench_core import image as bench_image
 from emulator.core import engine
 from emulator.core.chips import get_chip
 from emulator.core.machine import Machine
@@ -150,3 +152,39 @@ def test_the_python_engine_matches_the_golden_event_logs(name, monkeypatch):
     monkeypatch.setenv(engine.ENV_VAR, "python")
     log = event_log(*SCENARIOS[name])
     assert log == json.loads((GOLDEN / f"{name}.json").read_text())
+
+
+# An idle polling loop around a 1 kHz SysTick (bench/bench_core.py: IDLE): reads GPIOA_IDR, masks
+# and unmasks IRQ 20 in the NVIC, rewrites GPIOA_ODR with its own value; the ISR counts in SRAM.
+def _idle_machine() -> Machine:
+    return boot(bench_image(IDLE_ENTRY))
+
+
+def _state(m: Machine) -> tuple:
+    return (m.now_ns, m.instructions, m.scheduler.cycles, [e.as_dict() for e in m.events],
+            dict(m.exc.taken_counts), m.regs.snapshot_regs(),
+            bytes(m.uc.mem_read(m.chip.sram_base, m.chip.sram_size)))
+
+
+def test_skipping_a_periodic_loop_is_exactly_as_if_it_had_run(which):
+    runs = []
+    for skipping in (True, False):
+        m = _idle_machine()
+        m.loops.enabled = skipping
+        m.run(max_ns=30_000_000)
+        runs.append((_state(m), m.loops.skipped_passes))
+    (with_skips, skipped), (without, _) = runs
+    assert skipped > 10_000
+    assert with_skips == without
+
+
+@pytest.mark.parametrize("name", ["hello_base", "exc_test"])
+def test_skipping_changes_nothing_in_the_fixtures(name):
+    runs = []
+    for skipping in (True, False):
+        board = build_board(BoardOptions(image=str(IMAGES / f"{name}.elf")))
+        m = board.machine
+        m.loops.enabled = skipping
+        m.run(max_ns=2_000_000_000)
+        runs.append(_state(m))
+    assert runs[0] == runs[1]

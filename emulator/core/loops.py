@@ -42,15 +42,12 @@ import functools
 import marshal
 import types
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from unicorn.unicorn_py3.unicorn import uclib
 
 from firmware_models.nvic import ExceptionController
 from firmware_models.regs import Peripheral
-
-if TYPE_CHECKING:
-    from emulator.core.machine import Machine
 
 MAX_TRAIL = 3 * 64  # 64 accesses a pass at most (three list items each)
 MAX_PERIOD = 4  # passes
@@ -154,6 +151,9 @@ def model_state(model: Any, plans: dict[int, tuple] | None = None) -> tuple:
         for k, v in attrs.items():
             if k in _STATIC_ATTRS:
                 continue
+            if isinstance(v, bytes | bytearray | memoryview) and len(v) > BIG_BUFFER:
+                slow_keys.append(k)  # the flash array: its changes are counted (flash_writes)
+                continue
             try:
                 marshal.dumps(v)
                 fast_keys.append(k)
@@ -165,7 +165,7 @@ def model_state(model: Any, plans: dict[int, tuple] | None = None) -> tuple:
 
 
 class LoopDetector:
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Any) -> None:  # emulator.core.machine.Machine (which imports this module)
         self.m = machine
         chip = machine.chip
         self._sram = (chip.sram_base, chip.sram_size, ctypes.create_string_buffer(chip.sram_size))
@@ -188,6 +188,7 @@ class LoopDetector:
         self._counters: tuple = ()
         self._misses = 0  # looks in a row that found no period
         self._aperiodic = 0  # passes in a row that did not repeat
+        self._phase = 0  # periodic passes to let go by until the same phase comes round
         self._last_anchor = (-1, -1)
         self.mute = 0  # MMIO accesses to let go by unrecorded (backing off)
 
@@ -205,10 +206,12 @@ class LoopDetector:
         passes = self._passes
         if passes and done == passes[-1]:
             passes.append(done)  # the same pass again (its accesses are already in _touched)
+            period = 1
         else:
             passes.append(done)
             self._touched.update(done[1::3])
-            if not self._periodic(passes):
+            period = self._period(passes)
+            if not period:
                 self._aperiodic += 1
                 if self._aperiodic > 2 * MAX_PERIOD:  # passes that never repeat: back off
                     self._aperiodic = 0
@@ -217,30 +220,36 @@ class LoopDetector:
         self._aperiodic = 0
         if self.want_check or not self.enabled:
             return
+        if self._phase:  # look once every period, always at the same phase of it
+            self._phase -= 1
+            return
+        self._phase = period - 1
         counters = self.counters()
         if counters != self._counters:
             # Something happened since the last look (an event, an interrupt, a byte sent):
-            # no snapshot taken before can match any more, the counters only grow.  Note the
-            # counters and look at the next periodic pass, if they stay put until then (a
-            # loop that programs flash or sends a byte every pass never gets that far).
+            # no snapshot taken before can match any more, the counters only grow.
             self._counters = counters
             self._snapshots.clear()
             self._touched = {key for p in self._passes for key in p[1::3]}
-            self._failed()
-            return
+            if self._misses:
+                # Note the counters and look at the next periodic pass, if they stay put until
+                # then (a loop that programs flash or sends a byte every pass never gets that
+                # far).  A loop whose last look found the period is looked at at once.
+                self._failed()
+                return
         self.want_check = True
         self.m._request_stop()  # the check runs at the next block boundary
 
     @staticmethod
-    def _periodic(passes: deque[tuple[int, ...]]) -> bool:
-        """The last 2p passes are one run of p passes twice, for some p in 2..MAX_PERIOD."""
+    def _period(passes: deque[tuple[int, ...]]) -> int:
+        """p when the last 2p passes are one run of p passes twice (p in 2..MAX_PERIOD), else 0."""
         n = len(passes)
         for p in range(2, MAX_PERIOD + 1):
             if 2 * p > n:
-                return False
+                return 0
             if all(passes[-1 - i] == passes[-1 - p - i] for i in range(p)):
-                return True
-        return False
+                return p
+        return 0
 
     def _restart(self, block: int, key: int, value: int) -> None:
         if (block, key) != self._last_anchor:
@@ -249,22 +258,23 @@ class LoopDetector:
         self._anchor_block, self._anchor_key = block, key
         self._trail = [block, key, value]
         self._passes.clear()
+        self._phase = 0
 
     def forget_passes(self) -> None:
         """Start the pass record afresh (after a skip: the next event comes within a pass)."""
         self._anchor_block = self._anchor_key = -1
         self._trail = []
         self._passes.clear()
+        self._phase = 0
 
     # -- the full comparison, at a block boundary ---------------------------------------------
     def counters(self) -> tuple:
         """Everything else that could have happened: each only ever grows."""
         m = self.m
-        port = m.port
+        # m.activity: exceptions taken, unmodelled accesses, guest errors, reset requests, UART
+        # bytes out (the machine counts them as they happen).
         return (m.scheduler.activity, len(m.events), m.time_queries, m.flash_writes, m.resets,
-                sum(m.exc.taken_counts.values()), sum(port.unmodelled_seen.values()),
-                len(port.guest_errors), len(port.reset_requests), m.cpu.sleeping, m.cpu.locked_up,
-                tuple(len(v) for v in m.uart_output.values()))
+                m.activity, m.cpu.sleeping, m.cpu.locked_up)
 
     def snapshot(self, counters: tuple) -> tuple:
         m = self.m

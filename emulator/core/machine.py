@@ -10,6 +10,7 @@ requested, the clock changed) makes the slice end at the next block boundary.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import struct
@@ -44,7 +45,7 @@ from unicorn import (
     UcError,
 )
 from unicorn import arm_const as A
-from unicorn.unicorn_py3.unicorn import MMIO_READ_CFUNC, MMIO_WRITE_CFUNC, uclib
+from unicorn.unicorn_py3.unicorn import HOOK_INTR_CFUNC, MMIO_READ_CFUNC, MMIO_WRITE_CFUNC, uclib
 
 from emulator.core import insn_traps
 from emulator.core import memory as mm
@@ -153,6 +154,7 @@ class Machine:
         self._in_slice = False
         self._synced = 0
         self._slice_end_ns = 0
+        self._hclk = 8_000_000  # HCLK the instructions not yet turned into time ran at
         self._reset_request: str | None = None
         self._stop: StopReason | None = None
         self._pending_fault: tuple[str, int, int | None] | None = None  # cause, pc, address
@@ -168,10 +170,11 @@ class Machine:
         self._nvic_dirty = False  # an exception became pending in this slice (_scs_written)
         self._intr_hook_ran = False  # the interrupt hook ran (and may have written the PC) in this run
         self.time_queries = 0  # times a model asked for the time (loops.py: a pass that reads time differs)
+        self.activity = 0  # exceptions taken, unmodelled accesses, guest errors, reset requests, UART output
         self.flash_writes = 0  # flash array changes
         self._mmio_reads: dict[int, Callable[[], int]] = {}  # address << 3 | size -> reader
         self._mmio_writes: dict[int, Callable[[int], None]] = {}
-        self._mmio_callbacks: list[Any] = []  # ctypes callbacks kept alive
+        self._c_callbacks: list[Any] = []  # ctypes callbacks kept alive
         self._build_core()
         self._build_models()
         self._map_memory()
@@ -212,6 +215,7 @@ class Machine:
         self.gpio = {letter: self.models[f"GPIO{letter}"] for letter in "ABCDE"}
         self.exc = ExceptionEngine(self.regs, self.nvic, self.scb, self._stackable,  # type: ignore[arg-type]
                                    self.scheduler_now, self.port.event)
+        self.exc.on_taken.append(self._exception_taken)
 
     def _gate(self, name: str) -> Callable[[], str | None]:
         gate = PERIPHERAL_CLOCKS.get(name)
@@ -249,11 +253,12 @@ class Machine:
                     self._mmio_write(self._periph_bb_write, mm.PERIPH_BITBAND), None)
         uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._flash_store_hook)
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._unmapped_hook)
-        uc.hook_add(UC_HOOK_INTR, self._intr_hook)
+        self._hook_intr_direct()
 
     # -- public API -------------------------------------------------------------------------
     def uart_sink(self, n: int) -> Callable[[bytes], None]:
         def sink(data: bytes) -> None:
+            self.activity += 1
             self.uart_output.setdefault(n, bytearray()).extend(data)
             target = self.uart_sinks.get(n)
             if target is not None:
@@ -574,7 +579,7 @@ class Machine:
         return storage[off] | storage[off + 1] << 8
 
     def _run_slice(self, pc: int, deadline: int | None, instr_limit: int | None) -> None:
-        hz = self.port.clocks.hclk
+        hz = self._hclk = self.port.clocks.hclk  # what the slice's cycles run at, until the clock changes
         due = self.scheduler.next_due()
         if deadline is not None:
             due = deadline if due is None else min(due, deadline)
@@ -610,10 +615,13 @@ class Machine:
         if st.stopped == 4 or st.unaligned or self._unaligned is not None or self._stopped_in_store is not None:
             self._after_run_traps(st)
         if error is not None and error.errno in _MID_BLOCK_ERRORS:
-            # The block stopped at the faulting instruction: only those before it ran
-            # (an unsupported WFE is carried out as a hint by _cpu_error).
+            # The block stopped at the faulting instruction: only those before it ran.  A store
+            # to nowhere counts as done (its bus fault is imprecise: the handler returns past
+            # it), and so does an unsupported WFE (carried out as a hint by _cpu_error).
             fault_pc = self.pc
-            self.engine.rewind_to(fault_pc, 1 if self._halfword(fault_pc) == THUMB_WFE else 0)
+            done = error.errno in (UC_ERR_WRITE_UNMAPPED, UC_ERR_WRITE_PROT) or \
+                self._halfword(fault_pc) == THUMB_WFE
+            self.engine.rewind_to(fault_pc, 1 if done else 0)
         executed = st.count
         self._advance(executed - self._synced)
         self.instructions += executed
@@ -679,7 +687,7 @@ class Machine:
 
     def _advance(self, cycles: int) -> None:
         if cycles > 0:
-            self.scheduler.advance_cycles(cycles, self.port.clocks.hclk)
+            self.scheduler.advance_cycles(cycles, self._hclk)
 
     def _sync(self) -> None:
         """Bring emulated time up to the start of the block now executing (MMIO and store hooks)."""
@@ -697,6 +705,9 @@ class Machine:
             if counted != self._synced:
                 self._advance(counted - self._synced)
                 self._synced = counted
+
+    def _exception_taken(self, exc: int, handler: int) -> None:
+        self.activity += 1
 
     def _nvic_changed(self) -> None:
         # An enable, priority or pending change can only make an exception deliverable when one
@@ -888,7 +899,6 @@ class Machine:
         st, loops, bus = self._st, self.loops, self.bus
         reads, writes = self._mmio_reads, self._mmio_writes
         compile_read, compile_write = self._compile_read, self._compile_write
-        advance = self._advance
         scs = base == mm.PPB_BASE  # the System Control Space: see _scs_written
 
         def read_cb(_h: int, offset: int, size: int, _ud: int) -> int:
@@ -924,11 +934,6 @@ class Machine:
             if self._unaligned is not None:
                 return
             try:
-                if self._in_slice:
-                    counted = st.base
-                    if counted != self._synced:
-                        advance(counted - self._synced)
-                        self._synced = counted
                 fn = writes.get(address << 3 | size)
                 if fn is None or bus.tracer is not None:
                     fn = compile_write(address, size)
@@ -947,7 +952,7 @@ class Machine:
                 self._hook_failed(e)
 
         rcb, wcb = MMIO_READ_CFUNC(read_cb), MMIO_WRITE_CFUNC(write_cb)
-        self._mmio_callbacks += [rcb, wcb]
+        self._c_callbacks += [rcb, wcb]
         status = uclib.uc_mmio_map(self.uc._uch, base, size, rcb, None, wcb, None)
         if status != 0:
             raise UcError(status)
@@ -1062,6 +1067,26 @@ class Machine:
         if access not in (UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED):
             self.port.event("unmapped_read", address=address, size=size)
         return False
+
+    def _hook_intr_direct(self) -> None:
+        """The interrupt hook (SVC, exception return, fetch faults) through Unicorn's C API
+        directly: one exception entry and return per tick of a 1 kHz SysTick."""
+        uc = self.uc
+
+        def cb(_handle: int, intno: int, _ud: int) -> None:
+            try:
+                self._intr_hook(uc, intno, None)
+            except BaseException as e:  # noqa: BLE001 - must not unwind through Unicorn's C frames
+                self._internal_error = e
+                uc.emu_stop()
+
+        fn = HOOK_INTR_CFUNC(cb)
+        self._c_callbacks.append(fn)  # kept alive with the machine
+        handle = ctypes.c_size_t()
+        status = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_INTR, fn, None,
+                                   ctypes.c_uint64(1), ctypes.c_uint64(0))
+        if status:
+            raise UcError(status)
 
     def _intr_hook(self, uc: Uc, intno: int, _ud: object) -> None:
         pc = self.regs.reg_read(A.UC_ARM_REG_PC)
@@ -1323,8 +1348,20 @@ class _MachinePort(SimPort):
         self.reset_sink = self._reset
 
     # Inside a slice emulated time is brought up to the current block only when something looks
-    # at it: a model asking for the time, scheduling a timer or logging an event (MMIO reads do
-    # not sync; writes do, since they may change the clock).
+    # at it: a model asking for the time, scheduling a timer or logging an event, or the clock
+    # changing (the cycles so far ran at the old one).  MMIO accesses themselves do not sync.
+    def unmodelled(self, periph: str, offset: int, access: str, size: int, value: int | None) -> None:
+        self.machine.activity += 1
+        super().unmodelled(periph, offset, access, size, value)
+
+    def guest_error(self, periph: str, message: str) -> None:
+        self.machine.activity += 1
+        super().guest_error(periph, message)
+
+    def request_reset(self, cause: str) -> None:
+        self.machine.activity += 1
+        super().request_reset(cause)
+
     def now_ns(self) -> int:
         m = self.machine
         m.time_queries += 1
@@ -1350,8 +1387,12 @@ class _MachinePort(SimPort):
         self.machine._request_stop()
 
     def clocks_changed(self) -> None:
+        m = self.machine
+        if m._in_slice:
+            m._sync()  # the instructions so far ran at the old clock
+        m._hclk = self.clocks.hclk
         super().clocks_changed()
-        self.machine._request_stop()
+        m._request_stop()
 
     def stall_until(self, due_ns: int) -> None:
         super().stall_until(due_ns)
