@@ -70,7 +70,9 @@ class GPIO(Peripheral):
         self.labels = dict(labels or {})
         self.max_events = max_events
         self._external: list[bool | None] = [None] * 16
+        self._ext_set = self._ext_bits = 0  # _external as bit masks: driven from outside, and high
         self._af_levels: list[bool] = [False] * 16
+        self._af_bits = 0  # _af_levels as a bit mask
         self.output_changes = 0
         self._levels: tuple[bool | None, ...] = (None,) * 16
         self._locked = False
@@ -88,6 +90,7 @@ class GPIO(Peripheral):
         self._lock_step = 0
         self._labels_read = set()
         self._levels = self._driven_levels()
+        self._levels_bits = self._driven_bits()
 
     # -- pin configuration ------------------------------------------------------------------
     def _nibble(self, pin: int) -> tuple[int, int]:
@@ -96,6 +99,19 @@ class GPIO(Peripheral):
     def _refresh_cfg(self) -> None:
         word = self.values["CRH"] << 32 | self.values["CRL"]
         self._cfg = [((word >> (4 * p)) & 3, (word >> (4 * p + 2)) & 3) for p in range(16)]
+        # The same as bit masks, for the quick "did any driven level change?" test.
+        out = af = od = analog = pull = 0
+        for p, (mode, cnf) in enumerate(self._cfg):
+            if mode:
+                out |= 1 << p
+                af |= (cnf >> 1) << p
+                od |= (cnf & 1) << p
+            elif cnf == 0:
+                analog |= 1 << p
+            elif cnf == 2:
+                pull |= 1 << p
+        self._out_mask, self._af_mask, self._od_mask = out, af, od
+        self._analog_mask, self._pull_mask = analog, pull
 
     def is_output(self, pin: int) -> bool:
         """Is ``pin`` configured as an output (general purpose or alternate function)?"""
@@ -112,6 +128,8 @@ class GPIO(Peripheral):
     def drive(self, pin: int, level: bool | None) -> None:
         """The board drives ``pin`` high/low, or releases it (``None``)."""
         self._external[pin] = None if level is None else bool(level)
+        self._ext_set = (self._ext_set & ~(1 << pin)) | ((level is not None) << pin)
+        self._ext_bits = (self._ext_bits & ~(1 << pin)) | (bool(level) << pin)
 
     def set_af_output(self, pin: int, level: bool) -> None:
         """The on-chip peripheral behind an alternate-function output drives ``level``.
@@ -119,6 +137,7 @@ class GPIO(Peripheral):
         Until a peripheral model routes its output here, AF outputs drive low.
         """
         self._af_levels[pin] = bool(level)
+        self._af_bits = (self._af_bits & ~(1 << pin)) | (bool(level) << pin)
         self._note_output_changes()
 
     def output_level(self, pin: int) -> bool | None:
@@ -150,7 +169,18 @@ class GPIO(Peripheral):
     def _driven_levels(self) -> tuple[bool | None, ...]:
         return tuple(self.output_level(p) for p in range(16))
 
+    def _driven_bits(self) -> tuple[int, int]:
+        """The pins the chip drives and their levels, as bit masks (``_driven_levels`` in short)."""
+        out, af = self._out_mask, self._af_mask
+        level = (self.values["ODR"] & ~af | self._af_bits & af) & out
+        driven = out & ~(self._od_mask & level)
+        return driven, level & driven
+
     def _note_output_changes(self) -> None:
+        bits = self._driven_bits()
+        if bits == self._levels_bits:
+            return
+        self._levels_bits = bits
         levels = self._driven_levels()
         if levels == self._levels:
             return
@@ -165,10 +195,12 @@ class GPIO(Peripheral):
 
     # -- register side effects ---------------------------------------------------------------------
     def _idr_read(self) -> int:
-        value = 0
-        for pin in range(16):
-            if self.pin_level(pin):
-                value |= 1 << pin
+        # pin_level() of the 16 pins, as bit masks: driven outputs read their level; other
+        # pins (inputs not analog, released open-drain) what the board drives; pull-up/down
+        # inputs the board leaves alone their ODR bit; analog inputs 0 (RM0008 §9.1).
+        driven, level = self._driven_bits()
+        value = (level | self._ext_bits & ~driven & ~self._analog_mask
+                 | self.values["ODR"] & self._pull_mask & ~self._ext_set)
         for pin, label in self.labels.items():
             if pin not in self._labels_read:
                 self._labels_read.add(pin)

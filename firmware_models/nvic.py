@@ -82,9 +82,13 @@ class ExceptionController:
     def execution_priority(self, primask: bool, faultmask: bool, basepri: int) -> int:
         """Current execution priority, boosted by the mask registers (B1.5.4)."""
         prio = THREAD_PRIORITY
-        for exc in range(1, self.count):
-            if self.active[exc]:
-                prio = min(prio, self.group_priority(self.raw_priority(exc)))
+        active, exc = self.active, 0
+        while True:  # list.index finds the few active ones at C speed (called between every CPU slice)
+            try:
+                exc = active.index(True, exc + 1)
+            except ValueError:
+                break
+            prio = min(prio, self.group_priority(self.raw_priority(exc)))
         if basepri & self.priority_mask:
             prio = min(prio, self.group_priority(basepri & self.priority_mask))
         if primask:
@@ -114,8 +118,13 @@ class ExceptionController:
     def highest_pending(self) -> int | None:
         """The pending, enabled exception that would be taken first, or None."""
         best: tuple[int, int] | None = None
-        for exc in range(1, self.count):
-            if self.pending[exc] and self.enabled[exc]:
+        pending, enabled, exc = self.pending, self.enabled, 0
+        while True:  # list.index finds the few pending ones at C speed
+            try:
+                exc = pending.index(True, exc + 1)
+            except ValueError:
+                break
+            if enabled[exc]:
                 key = (self.raw_priority(exc), exc)
                 if best is None or key < best:
                     best = key
@@ -185,9 +194,12 @@ class NVIC(Peripheral):
         c = self.controller
         group, index = offset >> 7, (offset & 0x7F) >> 2
         if offset < 0x280 and (offset & 0x7F) < 0x40 and size == 4:
-            for bit in range(32):
+            bits = value & 0xFFFFFFFF
+            while bits:  # the set bits only (a task loop writes ISER/ICER on every pass)
+                bit = (bits & -bits).bit_length() - 1
+                bits &= bits - 1
                 exc = IRQ0 + index * 32 + bit
-                if not (value >> bit) & 1 or exc >= c.count:
+                if exc >= c.count:
                     continue
                 if group == 0:
                     c.enabled[exc] = True

@@ -101,9 +101,19 @@ class _Compiled:
     neutral_zero: int  # bits that must read as 0 in a neutral merge (W1C, TOGGLE)
     neutral_one: int  # bits that must read as 1 in a neutral merge (W0C)
     nbytes: int = field(init=False)
+    wo: int = field(init=False)
+    rw_wo: int = field(init=False)
+    w1c: int = field(init=False)
+    w0c: int = field(init=False)
+    toggle: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.nbytes = self.reg.width // 8
+        # The masks as plain ints: reads and writes are the hot path of every MMIO access.
+        m = self.masks
+        self.wo = m[Access.WO]
+        self.rw_wo = m[Access.RW] | m[Access.WO]
+        self.w1c, self.w0c, self.toggle = m[Access.W1C], m[Access.W0C], m[Access.TOGGLE]
 
 
 class BusError(Exception):
@@ -197,7 +207,7 @@ class Peripheral:
         c, shift = loc
         reg = c.reg
         value = getattr(self, reg.on_read)() if reg.on_read is not None else self.values[reg.name]
-        value &= ~c.masks[Access.WO]
+        value &= ~c.wo
         return (value >> (8 * shift)) & ((1 << (8 * size)) - 1)
 
     def write(self, offset: int, size: int, value: int) -> None:
@@ -212,12 +222,11 @@ class Peripheral:
         old = self.values[reg.name]
         neutral = (old & ~c.neutral_zero) | c.neutral_one
         raw = ((value << (8 * shift)) & written_mask) | (neutral & ~written_mask)
-        m = c.masks
-        new = old & ~(m[Access.RW] | m[Access.WO])
-        new |= raw & (m[Access.RW] | m[Access.WO])
-        new &= ~(raw & m[Access.W1C])  # W1C: ones clear
-        new &= ~(~raw & m[Access.W0C])  # W0C: zeros clear
-        new ^= raw & m[Access.TOGGLE]  # TOGGLE: ones flip
+        rw_wo = c.rw_wo
+        new = (old & ~rw_wo) | (raw & rw_wo)
+        new &= ~(raw & c.w1c)  # W1C: ones clear
+        new &= ~(~raw & c.w0c)  # W0C: zeros clear
+        new ^= raw & c.toggle  # TOGGLE: ones flip
         self.values[reg.name] = new & full
         if reg.on_write is not None:
             getattr(self, reg.on_write)(old, new & full, raw)

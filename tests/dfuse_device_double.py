@@ -63,7 +63,7 @@ class WireRecord:
                 return f"ERASE 0x{struct.unpack_from('<I', self.data, 1)[0]:08X}"
             if op == 0x41 and len(self.data) == 1:
                 return "MASS_ERASE"
-            if op == 0x92:
+            if op == 0x92 and len(self.data) == 1:
                 return "READ_UNPROTECT"
         if self.request == "DNLOAD":
             return f"DNLOAD {self.value} ({len(self.data)})"

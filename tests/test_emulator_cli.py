@@ -59,7 +59,8 @@ def test_instruction_budget_is_a_clean_end(capsys):
     code = main(["run", str(IMAGES / "hello_base.elf"), "--max-instructions", "1000", "--json"])
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["stop"]["reason"] == "instruction-budget"
-    assert data["instructions"] == 1000
+    # The run ends at the first translated-block boundary at or after the budget.
+    assert 1000 <= data["instructions"] < 1000 + 512
 
 
 def test_uart_output_goes_to_a_file_when_asked(tmp_path, capsys):

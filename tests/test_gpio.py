@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emulator.core.port import SimPort
@@ -329,3 +329,22 @@ def test_a_labelled_pin_read_is_recorded_once() -> None:
     gpio.read(IDR, 4)
     reads = [e.data for e in port.events if e.kind == "gpio_read"]
     assert reads == [{"port": "GPIOB", "pin": 2, "label": "BOOT1", "level": True}]
+
+
+@settings(max_examples=300, deadline=None)
+@given(crl=st.integers(0, 2**32 - 1), crh=st.integers(0, 2**32 - 1), odr=st.integers(0, 0xFFFF),
+       external=st.lists(st.sampled_from([None, True, False]), min_size=16, max_size=16),
+       af=st.lists(st.booleans(), min_size=16, max_size=16))
+def test_idr_and_driven_levels_as_bit_masks_match_the_per_pin_rules(crl, crh, odr, external, af):
+    g = GPIO(SimPort())
+    g.values["CRL"], g.values["CRH"], g.values["ODR"] = crl, crh, odr
+    g._refresh_cfg()
+    for pin in range(16):
+        g.drive(pin, external[pin])
+        g.set_af_output(pin, af[pin])
+    assert g._idr_read() == sum(1 << p for p in range(16) if g.pin_level(p))
+    driven, level = g._driven_bits()
+    for pin in range(16):
+        out = g.output_level(pin)
+        assert (out is not None) == bool(driven >> pin & 1)
+        assert out is None or out == bool(level >> pin & 1)

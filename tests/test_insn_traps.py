@@ -1,19 +1,17 @@
-"""Finding the instructions the machine traps (emulator.core.insn_traps) and the code they
-are looked for in (emulator.core.code_watch)."""
+"""Finding the instructions the machine traps (emulator.core.insn_traps), the code they are
+looked for in (the CPU engine's block hook, emulator.core.engine), and the stores the machine
+stops inside and completes itself."""
 
 from __future__ import annotations
 
 import struct
 
 import pytest
-from unicorn import UC_ARCH_ARM, UC_MODE_THUMB, UC_PROT_ALL, Uc
-from unicorn import arm_const as A
 
-from emulator.core import insn_traps
+from emulator.core import engine, insn_traps
 from emulator.core.chips import get_chip
-from emulator.core.code_watch import CodeWatch
 from emulator.core.machine import Machine
-from tests.thumb import B_SELF, CODE, image, with_pool
+from tests.thumb import B_SELF, CODE, NOP, image, with_pool
 
 
 def halfwords(*words: int) -> bytes:
@@ -61,7 +59,7 @@ def test_ldm_lookalike_data_in_flash_gets_no_trap():
     m.load_flash(image(with_pool([B_SELF], data)))
     m.power_on()
     m.run(max_ns=1_000_000)
-    assert m._multiword_base == {}
+    assert m.engine.multiword_traps == set()
 
 
 def test_ldm_in_code_that_runs_gets_a_trap():
@@ -70,45 +68,105 @@ def test_ldm_in_code_that_runs_gets_a_trap():
     m.load_flash(image(code))
     m.power_on()
     m.run(max_ns=1_000_000)
-    assert list(m._multiword_base) == [CODE + 2]
+    assert m.engine.multiword_traps == {CODE + 2}
 
 
-# -- CodeWatch on a bare Unicorn ---------------------------------------------------------------------------
-
-BASE = 0x1000
+# -- single-register stores (the SCS stores the machine completes itself) ------------------------------
 
 
-def bare(code: bytes) -> tuple[Uc, CodeWatch, list[tuple[int, int]]]:
-    uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB, A.UC_CPU_ARM_CORTEX_M3)
-    uc.mem_map(BASE, 0x1000, UC_PROT_ALL)
-    uc.mem_write(BASE, code)
-    blocks: list[tuple[int, int]] = []
-    watch = CodeWatch(uc, [(BASE, BASE + 0x1000)], lambda a, s: blocks.append((a, s)), lambda: None)
-    watch.apply()
-    return uc, watch, blocks
+def test_single_store_address_forms():
+    regs = {0: 0x1000, 1: 7, 2: 3, 13: 0x2000}
+    cases = [
+        (halfwords(0xF840, 0x1B04), 0x1000, (True, 4)),  # str.w r1, [r0], #4: post-indexed
+        (halfwords(0xF840, 0x1F04), 0x1004, (True, 4)),  # str.w r1, [r0, #4]!: pre-indexed
+        (halfwords(0xF840, 0x1022), 0x100C, (False, 0)),  # str.w r1, [r0, r2, lsl #2]
+        (halfwords(0x70C1, 0), 0x1003, (False, 3)),  # strb r1, [r0, #3]
+        (halfwords(0xF820, 0x1C02), 0x0FFE, (False, -2)),  # strh.w r1, [r0, #-2]
+        (halfwords(0x9102, 0), 0x2008, (False, 8)),  # str r1, [sp, #8]
+    ]
+    for code, address, (writeback, offset) in cases:
+        store = insn_traps.single_store(*struct.unpack("<HH", code))
+        assert store is not None
+        assert (store.address(regs.__getitem__), store.writeback, store.offset) == (address, writeback, offset)
 
 
-LOOP = halfwords(0x3001, 0xE7FD)  # 1: adds r0, #1; b 1b
+@pytest.mark.parametrize("code", [
+    halfwords(0xC006),  # stm r0!, {r1, r2}
+    halfwords(0xB406),  # push {r1, r2}
+    halfwords(0xE9C0, 0x1200),  # strd r1, r2, [r0]
+    halfwords(0xE840, 0x2100),  # strex r2, r1, [r0]
+    halfwords(0xBF08, 0x6001),  # it eq; streq r1, [r0]
+])
+def test_blocks_with_multi_word_stores_or_it_are_not_stopped_inside_a_store(code):
+    assert not insn_traps.stores_end_precisely(code)
 
 
-def test_a_block_is_reported_the_first_time_it_runs():
-    uc, _, blocks = bare(LOOP)
-    uc.emu_start(BASE | 1, 0, count=100)
-    assert blocks == [(BASE, 4)]
+def test_a_block_of_single_stores_is_stopped_inside_a_store():
+    assert insn_traps.stores_end_precisely(halfwords(0x6001, 0xF840, 0x1B04, 0x9102, 0x4770))
 
 
-def test_a_reported_block_is_no_longer_watched():
-    uc, watch, _ = bare(LOOP)
-    uc.emu_start(BASE | 1, 0, count=10)
-    watch.apply()
-    assert watch.gaps == [(BASE + 4, BASE + 0x1000)]
+# -- multi-word traps put in by the CPU engine (emulator/core/engine.py) ----------------------------------
+
+ENGINES = ["c", "python"] if engine.c_engine_available() else ["python"]
+LDM_R0 = halfwords(0xC806)  # ldm r0!, {r1, r2}
 
 
-def test_rewritten_code_that_had_run_is_watched_again():
-    uc, watch, blocks = bare(LOOP)
-    uc.emu_start(BASE | 1, 0, count=10)
-    watch.apply()
-    watch.forget(BASE, BASE + 2)
-    watch.apply()
-    uc.emu_start(BASE | 1, 0, count=10)
-    assert blocks == [(BASE, 4), (BASE, 4)]
+@pytest.fixture(params=ENGINES)
+def which(request, monkeypatch):
+    monkeypatch.setenv(engine.ENV_VAR, request.param)
+    return request.param
+
+
+def boot(code: bytes) -> Machine:
+    m = Machine(get_chip("rc"))
+    m.load_flash(image(code))
+    m.power_on()
+    return m
+
+
+def test_a_block_with_an_ldm_is_stopped_once_in_front_of_it_for_its_trap(which):
+    # A loop of one block (ldm, subs, bne) run 100 times: the run ends in front of it once.
+    loop = [halfwords(0x2364), LDM_R0, halfwords(0x3808), halfwords(0x3B01), halfwords(0xD1FB)]
+    code = with_pool([("ldr", 0, 0), *loop, B_SELF], [0x2000_0000])  # movs r3,#100; 1: ldm; subs r0,#8; subs r3,#1; bne 1b
+    m = boot(code)
+    stops = []
+    original = m.engine.trap_new_block
+
+    def trap_new_block() -> list[int]:
+        found = original()
+        stops.append(found)
+        return found
+    m.engine.trap_new_block = trap_new_block  # type: ignore[method-assign]
+    m.run(max_ns=1_000_000)
+    assert stops == [[CODE + 4]]
+    assert m.reg("r3") == 0
+
+
+def test_code_without_multi_word_instructions_gets_no_trap(which):
+    m = boot(with_pool([("ldr", 0, 0), halfwords(0x6801), B_SELF], [0x2000_0000]))  # ldr r1, [r0]
+    m.run(max_ns=1_000_000)
+    assert m.engine.multiword_traps == set()
+
+
+def test_rewritten_flash_code_with_an_ldm_gets_its_trap_when_it_runs(which):
+    # First a nop where the ldm will be; the code is rewritten after a run (as a bootloader
+    # writes an application) and started again: the new ldm, unaligned, faults.
+    before = with_pool([("ldr", 0, 0), NOP, B_SELF], [0x2000_0001])
+    m = boot(before)
+    m.run(max_ns=1_000_000)
+    assert m.engine.multiword_traps == set()
+    m.load_flash(image(with_pool([("ldr", 0, 0), LDM_R0, B_SELF], [0x2000_0001])))
+    m.system_reset("pin")
+    m.run(max_ns=1_000_000)
+    assert CODE + 2 in m.engine.multiword_traps
+    assert m.faults and m.faults[0].cause == "UNALIGNED"
+
+
+def test_a_trap_left_where_the_code_changed_does_nothing(which):
+    m = boot(with_pool([("ldr", 0, 0), LDM_R0, B_SELF], [0x2000_0000]))
+    m.run(max_ns=1_000_000)
+    assert CODE + 2 in m.engine.multiword_traps
+    m.load_flash(image(with_pool([("ldr", 0, 0), halfwords(0x6801), B_SELF], [0x2000_0001])))  # ldr r1, [r0]
+    m.system_reset("pin")
+    m.run(max_ns=1_000_000)
+    assert m.faults == []

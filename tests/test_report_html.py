@@ -151,7 +151,7 @@ def test_every_timeline_has_the_lanes_of_the_boot_flow(seed):
 
 def test_timeline_marks_carry_their_pc_and_symbol(reports):
     html = reports["seed"].read_text()
-    assert re.search(r"PC 0x080[0-9A-F]{5} boot_seed:HAL_FLASHEx_Erase\+0x38", html)
+    assert re.search(r"PC 0x080[0-9A-F]{5} boot_seed:HAL_FLASHEx_Erase\+0x28", html)
 
 
 def test_the_findings_of_the_check_each_have_a_card_with_evidence_and_reference(seed):
@@ -164,7 +164,7 @@ def test_the_findings_of_the_check_each_have_a_card_with_evidence_and_reference(
 
 def test_the_jump_card_shows_the_vector_table_and_the_first_interrupt(reports):
     html = reports["seed"].read_text()
-    assert "initial MSP" in html and "SysTick 1.214 ms after the jump" in html
+    assert "initial MSP" in html and "SysTick 1.211 ms after the jump" in html
     assert "VTOR at the jump" in html and "still the bootloader&#x27;s table" in html
 
 

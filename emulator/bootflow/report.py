@@ -56,6 +56,7 @@ def summary(board: Board, stop: StopReason, wall_s: float | None = None) -> dict
                  "clean": stop.clean},
         "emulated_ns": m.now_ns,
         "instructions": m.instructions,
+        "engine": m.engine.name,
         "cycles": m.scheduler.cycles,
         "sysclk_hz": m.port.clocks.sysclk,
         "resets": m.resets,
@@ -122,7 +123,7 @@ def render(data: dict[str, Any], console: Console | None = None) -> None:
     style = "green" if stop["clean"] else "bold red"
     t.add_row("ended", f"[{style}]{stop['reason']}[/]: {escape(stop['detail'])}")
     t.add_row("time", f"{format_ns(data['emulated_ns'])} emulated, {data['instructions']:,} instructions, "
-                      f"SYSCLK {data['sysclk_hz'] / 1e6:g} MHz"
+                      f"SYSCLK {data['sysclk_hz'] / 1e6:g} MHz, {data['engine']} engine"
               + (f", {data['wall_s']:.3f} s wall" if "wall_s" in data else ""))
     if data["resets"]:
         t.add_row("resets", str(data["resets"]))

@@ -50,6 +50,8 @@ class BoardHost(Protocol):
 
     def uart_sink(self, n: int) -> Callable[[bytes], None] | None: ...
 
+    def cycle_count(self) -> int: ...
+
 
 Factory = Callable[[BoardHost], Peripheral]
 
@@ -92,7 +94,7 @@ BOARD: tuple[Slot, ...] = (
     Slot("RCC", 0x4002_1000, lambda m: m.rcc),
     Slot("FLASH", 0x4002_2000, lambda m: m.flash),
     # Cortex-M3 private peripheral bus
-    Slot("DWT", 0xE000_1000, lambda m: DWT(m.port, cycles=lambda: m.scheduler.cycles)),
+    Slot("DWT", 0xE000_1000, lambda m: DWT(m.port, cycles=m.cycle_count)),
     Slot("SCnSCB", 0xE000_E000, lambda m: SCnSCB(m.port)),
     Slot("SysTick", 0xE000_E010, lambda m: m.systick),
     Slot("NVIC", 0xE000_E100, lambda m: NVIC(m.port, m.nvic)),

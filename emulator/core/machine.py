@@ -1,15 +1,17 @@
 """The emulated STM32F103: Unicorn core, memory map, peripherals, time.
 
 The machine owns Unicorn, the bus, emulated time and the exception engine.
-Peripheral models only see their port.  The CPU runs in *slices* of an exact
-instruction count up to the next timed event; a model that needs the CPU to
-react sooner (an interrupt became pending, a reset was requested, the clock
-changed) makes the slice end right after the current instruction.
+Peripheral models only see their port.  The CPU runs in *slices* up to the
+next timed event, counted block by block (:mod:`emulator.core.engine`): a slice
+ends at the first translated-block boundary at or after the event, and a model
+that needs the CPU to react sooner (an interrupt became pending, a reset was
+requested, the clock changed) makes the slice end at the next block boundary.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import struct
 import sys
@@ -43,6 +45,7 @@ from unicorn import (
     UcError,
 )
 from unicorn import arm_const as A
+from unicorn.unicorn_py3.unicorn import HOOK_INTR_CFUNC, MMIO_READ_CFUNC, MMIO_WRITE_CFUNC, uclib
 
 from emulator.core import insn_traps
 from emulator.core import memory as mm
@@ -57,9 +60,9 @@ from emulator.core.chips import (
     UNIQUE_ID_BASE,
     Chip,
 )
-from emulator.core.code_watch import CodeWatch
+from emulator.core.engine import Engine, FastRegisters, make_engine
 from emulator.core.exceptions import ExceptionEngine, FaultRecord, Lockup
-from emulator.core.icount import InstructionCounter
+from emulator.core.loops import MAX_TRAIL, LoopDetector
 from emulator.core.port import Event, SimPort, StrictModeError
 from emulator.core.symbols import SymbolTable
 from emulator.core.time import Scheduler
@@ -68,15 +71,14 @@ from firmware_models.flash import TYPICAL_TIMINGS, FlashInterface, FlashTimings
 from firmware_models.nvic import ExceptionController, exception_name
 from firmware_models.pwr import PWR
 from firmware_models.rcc import PERIPHERAL_CLOCKS, RCC
-from firmware_models.regs import BusError, Peripheral
+from firmware_models.regs import Access, BusError, Peripheral
 from firmware_models.scb import SCB
 from firmware_models.systick import SysTick
 from firmware_models.usb import UsbDevice
 
 log = logging.getLogger("emulator.core.machine")
 
-MAX_SLICE = 1 << 16  # bounds how long an idle loop runs before it is noticed
-MASKED_STEP_BUDGET = 200_000  # single-step at most this long while an IRQ waits on PRIMASK
+MAX_SLICE = 1 << 16  # instructions; bounds how long a polling loop runs before it is looked at
 THUMB_B_SELF = 0xE7FE  # "b ." : the idle loop of countless main()s
 THUMB_WFI = 0xBF30
 THUMB_WFE = 0xBF20
@@ -88,6 +90,10 @@ CALL_RETURN = 0xF000_0000  # unmapped: a fetch here means a function called by c
 _CONTEXT_REGS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
     A.UC_ARM_REG_MSP, A.UC_ARM_REG_PSP, A.UC_ARM_REG_LR, A.UC_ARM_REG_PC, A.UC_ARM_REG_XPSR,
     A.UC_ARM_REG_PRIMASK, A.UC_ARM_REG_BASEPRI, A.UC_ARM_REG_FAULTMASK)
+# Errors that stop a block at the instruction that caused them (data aborts, undefined instructions).
+_MID_BLOCK_ERRORS = (UC_ERR_READ_UNMAPPED, UC_ERR_READ_PROT, UC_ERR_WRITE_UNMAPPED, UC_ERR_WRITE_PROT,
+                     UC_ERR_INSN_INVALID)
+_SIZE_MASK = (0, 0xFF, 0xFFFF, 0, 0xFFFFFFFF, 0, 0, 0, 0xFFFFFFFFFFFFFFFF)
 SENTINEL_SRAM = 0xA5  # power-on SRAM fill, so reads of uninitialised memory stand out
 
 
@@ -148,20 +154,27 @@ class Machine:
         self._in_slice = False
         self._synced = 0
         self._slice_end_ns = 0
+        self._hclk = 8_000_000  # HCLK the instructions not yet turned into time ran at
         self._reset_request: str | None = None
         self._stop: StopReason | None = None
-        self._pending_fault: tuple[str, int, int | None, int] | None = None  # cause, pc, addr, return
+        self._pending_fault: tuple[str, int, int | None] | None = None  # cause, pc, address
         self._unmapped: tuple[int, int] | None = None  # (access, address) of the last unmapped access
         self._internal_error: BaseException | None = None
-        self._masked_steps = 0
         self._external_stop = False
         self.last_stop: StopReason | None = None
-        self._trapped: set[tuple[int, Callable[..., None]]] = set()
-        self._new_traps: list[int] = []  # unaligned-LDM/STM traps for code about to run first
-        self._multiword_base: dict[int, int] = {}  # trapped LDM/STM/LDRD/STRD address -> Rn
+        self._trapped: set[tuple[int, str]] = set()  # (address, kind) of each code hook on a flash scan match
         self._unaligned_hook: int | None = None  # memory hook installed while CCR.UNALIGN_TRP=1
         self._unaligned: _UnalignedAccess | None = None
-        self._poll = _PollDetector()
+        self._stopped_in_store: int | None = None  # block of the store the run was stopped in
+        self._store_address = 0  # address of the last CPU store to the System Control Space
+        self._nvic_dirty = False  # an exception became pending in this slice (_scs_written)
+        self._intr_hook_ran = False  # the interrupt hook ran (and may have written the PC) in this run
+        self.time_queries = 0  # times a model asked for the time (loops.py: a pass that reads time differs)
+        self.activity = 0  # exceptions taken, unmodelled accesses, guest errors, reset requests, UART output
+        self.flash_writes = 0  # flash array changes
+        self._mmio_reads: dict[int, Callable[[], int]] = {}  # address << 3 | size -> reader
+        self._mmio_writes: dict[int, Callable[[int], None]] = {}
+        self._c_callbacks: list[Any] = []  # ctypes callbacks kept alive
         self._build_core()
         self._build_models()
         self._map_memory()
@@ -169,13 +182,9 @@ class Machine:
     # -- construction ---------------------------------------------------------------------
     def _build_core(self) -> None:
         self.uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB, A.UC_CPU_ARM_CORTEX_M3)
-        self.counter = InstructionCounter(self.uc)
-        self._registers = _RegisterReader(self.uc)
-        bases = [self.chip.flash_base] + ([] if self.boot0 else [BOOT_ALIAS_BASE])
-        self.code_watch = CodeWatch(self.uc, [(b, b + self.chip.flash_size) for b in bases],
-                                    self._new_code_block, self._request_stop)
+        self.regs = FastRegisters(self.uc)
         self.nvic = ExceptionController(self.chip.num_irqs)
-        self.nvic.listeners.append(self._request_stop)
+        self.nvic.listeners.append(self._nvic_changed)
 
     def _build_models(self) -> None:
         port = self.port
@@ -191,8 +200,8 @@ class Machine:
         self.rcc = RCC(port, backup_write_enabled=lambda: bool(self.pwr.field("CR", "DBP")))
         self.rcc.on_peripheral_reset = self._peripheral_reset  # type: ignore[method-assign]
         self.rcc.on_backup_domain_reset = self.bkp.backup_domain_reset  # type: ignore[method-assign]
-        self.scb = SCB(port, self.nvic, ipsr=lambda: self.uc.reg_read(A.UC_ARM_REG_IPSR) & 0x1FF)
-        self.scb.ccr_listeners.append(self._request_stop)  # UNALIGN_TRP applies from the next instruction
+        self.scb = SCB(port, self.nvic, ipsr=lambda: self.regs.reg_read(A.UC_ARM_REG_IPSR) & 0x1FF)
+        self.scb.ccr_listeners.append(self._ccr_written)  # UNALIGN_TRP applies from the next instruction
         self.systick = SysTick(port, pend=lambda: self.nvic.set_pending(15))
         self.usb = UsbDevice(port, require_usb_clock=True)  # silent without a 48 MHz USB clock (RM0008 §7.2)
         self.usb_pma = self.usb.pma
@@ -204,8 +213,9 @@ class Machine:
             gate = self._gate(slot.clock) if slot.clock else None
             self.bus.attach(slot.base, model, gate=gate)
         self.gpio = {letter: self.models[f"GPIO{letter}"] for letter in "ABCDE"}
-        self.exc = ExceptionEngine(self.uc, self.nvic, self.scb, self._stackable, self.scheduler_now,
-                                   self.port.event)
+        self.exc = ExceptionEngine(self.regs, self.nvic, self.scb, self._stackable,  # type: ignore[arg-type]
+                                   self.scheduler_now, self.port.event)
+        self.exc.on_taken.append(self._exception_taken)
 
     def _gate(self, name: str) -> Callable[[], str | None]:
         gate = PERIPHERAL_CLOCKS.get(name)
@@ -214,13 +224,17 @@ class Machine:
         reg, bit = gate.enable_register, gate.bit
 
         def check() -> str | None:
-            if self.rcc[reg] >> bit & 1:
+            if self.rcc.values[reg] >> bit & 1:
                 return None
             return f"RCC_{reg} bit {bit} is 0"
         return check
 
     def _map_memory(self) -> None:
         uc, chip = self.uc, self.chip
+        self.engine: Engine = make_engine(uc, self.flash_storage, chip.flash_base,
+                                          0 if self.boot0 else chip.flash_size)
+        self._st = self.engine.state
+        self.loops = LoopDetector(self)
         rx = UC_PROT_READ | UC_PROT_EXEC
         uc.mem_map(chip.flash_base, chip.flash_size, rx)
         if not self.boot0:
@@ -229,10 +243,8 @@ class Machine:
         uc.mem_map(chip.sram_base, chip.sram_size, UC_PROT_ALL)
         uc.mmio_map(SYSTEM_MEMORY_BASE, mm.SYSTEM_BLOCK_SIZE, self._mmio_read(self._system_read),
                     None, self._mmio_write(self._system_write), None)
-        uc.mmio_map(mm.PERIPH_BASE, mm.PERIPH_SIZE, self._mmio_read(self._periph_read, mm.PERIPH_BASE),
-                    None, self._mmio_write(self._periph_write, mm.PERIPH_BASE), None)
-        uc.mmio_map(mm.PPB_BASE, mm.PPB_SIZE, self._mmio_read(self._periph_read, mm.PPB_BASE),
-                    None, self._mmio_write(self._periph_write, mm.PPB_BASE), None)
+        self._map_peripherals(mm.PERIPH_BASE, mm.PERIPH_SIZE)
+        self._map_peripherals(mm.PPB_BASE, mm.PPB_SIZE)
         sram_alias = (chip.sram_size * 32 + 0xFFF) & ~0xFFF
         uc.mmio_map(mm.SRAM_BITBAND, sram_alias, self._mmio_read(self._sram_bb_read, mm.SRAM_BITBAND),
                     None, self._mmio_write(self._sram_bb_write, mm.SRAM_BITBAND), None)
@@ -241,11 +253,12 @@ class Machine:
                     self._mmio_write(self._periph_bb_write, mm.PERIPH_BITBAND), None)
         uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._flash_store_hook)
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._unmapped_hook)
-        uc.hook_add(UC_HOOK_INTR, self._intr_hook)
+        self._hook_intr_direct()
 
     # -- public API -------------------------------------------------------------------------
     def uart_sink(self, n: int) -> Callable[[bytes], None]:
         def sink(data: bytes) -> None:
+            self.activity += 1
             self.uart_output.setdefault(n, bytearray()).extend(data)
             target = self.uart_sinks.get(n)
             if target is not None:
@@ -270,16 +283,34 @@ class Machine:
     def scheduler_now(self) -> int:
         return self.scheduler.now_ns
 
+    def cycle_count(self) -> int:
+        """CPU cycles since power-on, for DWT.CYCCNT (a time query, as far as loops.py is concerned)."""
+        self.time_queries += 1
+        if self._in_slice:
+            self._sync()
+        return self.scheduler.cycles
+
     @property
     def now_ns(self) -> int:
+        """Emulated time; inside a slice (a hook), the time at the start of the current block."""
+        if self._in_slice:
+            self._sync()
         return self.scheduler.now_ns
 
     @property
     def pc(self) -> int:
-        return self.uc.reg_read(A.UC_ARM_REG_PC)
+        return self.regs.reg_read(A.UC_ARM_REG_PC)
+
+    def access_pc(self) -> int:
+        """Where the CPU is, for events: inside a slice (an MMIO or store hook) the start of
+        the translated block making the access, since Unicorn updates the PC register only
+        at block boundaries; outside a slice the PC."""
+        if self._in_slice and self._st.block_size:
+            return self._st.block
+        return self.pc
 
     def reg(self, name: str) -> int:
-        return self.uc.reg_read(getattr(A, f"UC_ARM_REG_{name.upper()}"))
+        return self.regs.reg_read(getattr(A, f"UC_ARM_REG_{name.upper()}"))
 
     def read_word(self, address: int) -> int:
         return struct.unpack("<I", self.uc.mem_read(address, 4))[0]
@@ -387,7 +418,8 @@ class Machine:
                 if not self._wait_for_event(deadline):
                     return self._stop or StopReason("lockup", "core is locked up", self.pc)
                 continue
-            if self.port.stalled_until_ns > self.scheduler.now_ns and self._fetching_from_flash():
+            pc = self.pc
+            if self.port.stalled_until_ns > self.scheduler.now_ns and self._fetching_from_flash(pc):
                 # The flash is busy programming or erasing: instruction fetches (and the
                 # vector fetch of any interrupt) wait, timers keep running (PM0075 §2.3).
                 nxt = self.scheduler.next_due()
@@ -401,15 +433,15 @@ class Machine:
                 if not self._sleep(deadline):
                     return self._stop  # type: ignore[return-value]
                 continue
-            if self._idle_loop():
+            if self._idle_loop(pc):
                 if not self._sleep(deadline, spinning=True):
                     return self._stop  # type: ignore[return-value]
                 continue
             if deadline is not None and self.scheduler.now_ns >= deadline:
-                return StopReason("time-budget", f"{max_ns} ns of emulated time", self.pc)
+                return StopReason("time-budget", f"{max_ns} ns of emulated time", pc)
             if instr_limit is not None and self.instructions >= instr_limit:
-                return StopReason("instruction-budget", f"{max_instructions} instructions", self.pc)
-            self._run_slice(deadline, instr_limit)
+                return StopReason("instruction-budget", f"{max_instructions} instructions", pc)
+            self._run_slice(pc, deadline, instr_limit)
 
     # -- driving the machine from a host (USB) ------------------------------------------------
     def run_ns(self, ns: int) -> StopReason | None:
@@ -463,11 +495,13 @@ class Machine:
         return result
 
     def stop_soon(self) -> None:
-        """Make :meth:`run_ns` return after the current instruction."""
+        """Make :meth:`run_ns` return at the next translated-block boundary."""
         self._external_stop = True
         self._request_stop()
 
     def _take_pending_exception(self) -> bool:
+        if True not in self.nvic.pending:
+            return False
         exc = self.exc.deliverable()
         if exc is None:
             return False
@@ -486,8 +520,7 @@ class Machine:
         _, faultmask, basepri = self.exc.masks()
         return self.nvic.can_preempt(exc, False, faultmask, basepri)
 
-    def _fetching_from_flash(self) -> bool:
-        pc = self.pc
+    def _fetching_from_flash(self, pc: int) -> bool:
         return self.chip.in_flash(pc) or (not self.boot0 and pc < self.chip.flash_size)
 
     def _skip_to(self, target: int, deadline: int | None) -> bool:
@@ -530,49 +563,70 @@ class Machine:
         self.scheduler.advance_to(target, self.port.clocks.hclk)
         return True
 
-    def _idle_loop(self) -> bool:
-        pc = self.pc
-        try:
-            return struct.unpack("<H", self.uc.mem_read(pc, 2))[0] == THUMB_B_SELF
-        except UcError:
-            return False
+    def _idle_loop(self, pc: int) -> bool:
+        return self._code_halfword(pc & ~1) == THUMB_B_SELF
 
-    def _run_slice(self, deadline: int | None, instr_limit: int | None) -> None:
-        hz = self.port.clocks.hclk
+    def _code_halfword(self, address: int) -> int | None:
+        """The half-word at ``address``: straight from the flash array when it is flash."""
+        chip = self.chip
+        if chip.flash_base <= address < chip.flash_base + chip.flash_size - 1:
+            off = address - chip.flash_base
+        elif not self.boot0 and 0 <= address < chip.flash_size - 1:
+            off = address  # the boot alias
+        else:
+            return self._halfword(address)
+        storage = self.flash_storage
+        return storage[off] | storage[off + 1] << 8
+
+    def _run_slice(self, pc: int, deadline: int | None, instr_limit: int | None) -> None:
+        hz = self._hclk = self.port.clocks.hclk  # what the slice's cycles run at, until the clock changes
         due = self.scheduler.next_due()
         if deadline is not None:
             due = deadline if due is None else min(due, deadline)
         budget = MAX_SLICE if due is None else min(MAX_SLICE, self.scheduler.cycles_until(due, hz))
         if instr_limit is not None:
             budget = max(1, min(budget, instr_limit - self.instructions))
-        if self.exc.pending_but_masked():
-            # Take the interrupt right after the instruction that unmasks it (CPSIE, MSR).
-            self._masked_steps += 1
-            if self._masked_steps <= MASKED_STEP_BUDGET:
-                budget = 1
-            elif self._masked_steps == MASKED_STEP_BUDGET + 1:
-                log.info("long masked section at %s: interrupt latency is now up to 64 instructions",
-                         self.symbol(self.pc))
-            else:
-                budget = min(budget, 64)
-        else:
-            self._masked_steps = 0
+        masks = None
+        if True in self.nvic.pending and self.exc.pending_but_masked():
+            # End the slice when PRIMASK/FAULTMASK/BASEPRI change: CPS and MSR end a translated
+            # block, so the interrupt is taken right after the instruction that unmasks it.
+            r = self.regs.reg_read
+            masks = (r(A.UC_ARM_REG_PRIMASK), r(A.UC_ARM_REG_FAULTMASK), r(A.UC_ARM_REG_BASEPRI))
         self._slice_end_ns = due if due is not None else 1 << 62
-        self._update_traps()
+        if bool(self.scb.values["CCR"] & _CCR_UNALIGN_TRP) != (self._unaligned_hook is not None):
+            self._update_unaligned_trap()
         self._synced = 0
+        self._nvic_dirty = False
+        self._intr_hook_ran = False
+        self.engine.begin(budget, masks)
         self._in_slice = True
-        pc = self.pc
         error: UcError | None = None
-        try:
-            self.uc.emu_start(pc | 1, 0, count=budget)
-        except UcError as e:
-            error = e
-        finally:
-            self._in_slice = False
-        executed = self.counter.executed_after_run()
+        uc = self.uc
+        uc._hook_exception = None  # what the binding's emu_start does, without its layers
+        status = uclib.uc_emu_start(uc._uch, pc | 1, 0, 0, 0)
+        self._in_slice = False
+        if status:
+            error = UcError(status)
+        elif uc._hook_exception is not None:
+            self._internal_error = uc._hook_exception
+        st = self._st
+        if st.stopped == 3:
+            self.engine.rewind_to(st.barrier)  # in front of the barrier that waits for a bus fault
+        if st.stopped == 4 or st.unaligned or self._unaligned is not None or self._stopped_in_store is not None:
+            self._after_run_traps(st)
+        if error is not None and error.errno in _MID_BLOCK_ERRORS:
+            # The block stopped at the faulting instruction: only those before it ran.  A store
+            # to nowhere counts as done (its bus fault is imprecise: the handler returns past
+            # it), and so does an unsupported WFE (carried out as a hint by _cpu_error).
+            fault_pc = self.pc
+            done = error.errno in (UC_ERR_WRITE_UNMAPPED, UC_ERR_WRITE_PROT) or \
+                self._halfword(fault_pc) == THUMB_WFE
+            self.engine.rewind_to(fault_pc, 1 if done else 0)
+        executed = st.count
         self._advance(executed - self._synced)
         self.instructions += executed
-        self._note_path(self.pc)
+        if self.symbols is not None:
+            self._note_path(self.pc)
         if self._internal_error is not None:
             err, self._internal_error = self._internal_error, None
             if isinstance(err, StrictModeError):
@@ -581,32 +635,43 @@ class Machine:
             raise err
         if self._unaligned is not None:
             self._unaligned_fault()
+        elif st.unaligned:
+            self._multiword_fault(st)
         elif error is not None:
             self._cpu_error(error)
         elif self._pending_fault is not None:
-            cause, fpc, addr, ret = self._pending_fault
+            # Imprecise: taken at the block boundary after the access, or in front of a DSB/DMB;
+            # the stacked PC is where execution got to (B3.2.15 IMPRECISERR).
+            cause, fpc, addr = self._pending_fault
             self._pending_fault = None
-            self._fault(cause, fpc, addr, ret)
-        elif executed < budget and self._stop is None and self._just_executed_wfi():
+            st.fault_pending = 0
+            self._fault(cause, fpc, addr, self.pc)
+        elif not st.stopped and self._stop is None and self._just_executed_wfi():
             self.cpu.sleeping = True
-        elif self._poll.period and self._stop is None:
-            self._fast_forward_poll(deadline, instr_limit)
+        elif self.loops.want_check and self._stop is None and self._reset_request is None:
+            period = self.loops.check()
+            if period:
+                self._fast_forward(period, deadline, instr_limit)
 
-    def _fast_forward_poll(self, deadline: int | None, instr_limit: int | None) -> None:
-        """Skip whole iterations of a stateless polling loop up to the next event.
+    def _fast_forward(self, period: int, deadline: int | None, instr_limit: int | None) -> None:
+        """Skip whole passes of a loop proven periodic (emulator/core/loops.py) up to the next event.
 
-        The loop re-reads a register that only an event can change, with every
-        CPU register identical from one iteration to the next, so each skipped
-        iteration would have done exactly the same thing.  Time and the
+        Every skipped pass would have done exactly what the last one did; time and the
         instruction count advance as if they had run.
         """
-        period = self._poll.period
-        self._poll.forget()
         due = self.scheduler.next_due()
         if deadline is not None:
             due = deadline if due is None else min(due, deadline)
         if due is None:
-            return  # nothing will ever change the register: the idle detector ends the run
+            # Nothing will ever happen: the loop spins for good, like "b ." (see _sleep).
+            self.loops.forget_passes()
+            where = self.symbol(self.pc)
+            if self.exc.execution_priority() <= 0:
+                self._stop = self._hang_reason(where)
+            else:
+                self._stop = StopReason("idle", f"polling in a loop at {where} with nothing left to happen",
+                                        self.pc)
+            return
         hz = self.port.clocks.hclk
         iterations = (self.scheduler.cycles_until(due, hz) - 1) // period
         if instr_limit is not None:
@@ -614,27 +679,92 @@ class Machine:
         if iterations > 0:
             self._advance(iterations * period)
             self.instructions += iterations * period
+            self.loops.skipped_passes += iterations
+        self.loops.forget_passes()
 
     def _just_executed_wfi(self) -> bool:
-        try:
-            return struct.unpack("<H", self.uc.mem_read(self.pc - 2, 2))[0] == THUMB_WFI
-        except UcError:
-            return False
+        return self._code_halfword(self.pc - 2) == THUMB_WFI
 
     def _advance(self, cycles: int) -> None:
         if cycles > 0:
-            self.scheduler.advance_cycles(cycles, self.port.clocks.hclk)
+            self.scheduler.advance_cycles(cycles, self._hclk)
 
     def _sync(self) -> None:
-        """Bring emulated time up to the instruction now executing (called from MMIO hooks)."""
+        """Bring emulated time up to the start of the block now executing (MMIO and store hooks)."""
         if self._in_slice:
-            counted = self.counter.counted
-            self._advance(counted - self._synced)
-            self._synced = counted
+            counted = self._st.base
+            if counted != self._synced:
+                self._advance(counted - self._synced)
+                self._synced = counted
+
+    def _sync_block_end(self) -> None:
+        """Bring emulated time up to the end of the block just executed (interrupt hook: SVC,
+        exception return and fetch faults all come at the end of a block)."""
+        if self._in_slice:
+            counted = self._st.count
+            if counted != self._synced:
+                self._advance(counted - self._synced)
+                self._synced = counted
+
+    def _exception_taken(self, exc: int, handler: int) -> None:
+        self.activity += 1
+
+    def _nvic_changed(self) -> None:
+        # An enable, priority or pending change can only make an exception deliverable when one
+        # is pending (a set_pending comes here too): otherwise the CPU runs on.
+        if self._in_slice and True in self.nvic.pending:
+            self._st.deadline = 0
+            self._nvic_dirty = True
+
+    # -- a store the run ends right after ----------------------------------------------------
+    # Stores to the System Control Space act on the core itself: one that makes an exception
+    # deliverable (ICSR.PENDSVSET, NVIC_ISPR, STIR, an ISER enabling a pending IRQ, a priority
+    # change) has it taken right after the store, and a CCR write applies from the next
+    # instruction.  emu_stop() from inside the access ends the run right after the memory
+    # operation with the PC restored to the store (Unicorn would carry the store out again on
+    # resume): the machine completes the instruction itself, its base writeback included.
+    # That is exact only for a single-register store outside an IT block (Unicorn cannot stop
+    # inside one), so a block holding an IT, STM/PUSH, STRD or STREX ends at its end instead.
+    def _scs_written(self) -> None:
+        self._nvic_dirty = False
+        if self._stopped_in_store is None and self.exc.deliverable() is not None:
+            self._stop_after_store()
+
+    def _stop_after_store(self) -> None:
+        st = self._st
+        st.deadline = 0  # at the block's end at the latest
+        if self._stopped_in_store is None and not self._intr_hook_ran and insn_traps.stores_end_precisely(
+                self.engine.code_bytes(st.block, st.block_size)):
+            self._stopped_in_store = st.block
+            uclib.uc_emu_stop(self.uc._uch)
+
+    def _finish_store(self) -> None:
+        """After a run stopped inside a store: carry out the rest of the instruction.
+
+        The PC is on the store; checked against the address it wrote (with the registers as
+        they are: the store's own writeback has not happened), so that a PC Unicorn did not
+        restore can never make the machine run a part of the block a second time.
+        """
+        block, self._stopped_in_store = self._stopped_in_store, None
+        assert block is not None
+        st = self._st
+        pc = self.pc
+        reg = self._gpr
+        store = insn_traps.single_store(*self._words(pc)) if block <= pc < block + st.block_size else None
+        if store is None or store.address(reg) != self._store_address:
+            raise RuntimeError(f"a run stopped inside a store at 0x{self._store_address:08X} ended at "
+                               f"{self.symbol(pc)}, not on that store (block at 0x{block:08X})")
+        if store.writeback:
+            self.regs.reg_write(_GPR[store.rn], (reg(store.rn) + store.offset) & 0xFFFFFFFF)
+        self.regs.reg_write(A.UC_ARM_REG_PC, (pc + store.size) | 1)
+        self.engine.rewind_to(pc, then_executed=1)
+
+    def _gpr(self, n: int) -> int:
+        return self.regs.reg_read(_GPR[n])
 
     def _request_stop(self) -> None:
         if self._in_slice:
-            self.counter.stop_after_current()
+            self._st.deadline = 0
 
     def _note_path(self, pc: int) -> None:
         if self.symbols is None:
@@ -667,7 +797,7 @@ class Machine:
             # Execute-never regions of the default memory map give MemManage (B3.5.1).
             xn = 0x4000_0000 <= pc < 0x6000_0000 or pc >= 0xA000_0000
             self._fault("IACCVIOL" if xn else "IBUSERR", pc, None, pc)
-        elif errno == UC_ERR_INSN_INVALID and not self.uc.reg_read(A.UC_ARM_REG_XPSR) >> 24 & 1:
+        elif errno == UC_ERR_INSN_INVALID and not self.regs.reg_read(A.UC_ARM_REG_XPSR) >> 24 & 1:
             # Executing with EPSR.T=0 (BX/BLX/POP/LDR pc to an even address): QEMU reports
             # it as an invalid instruction at the target.  INVSTATE UsageFault there (A2.3.1).
             self._fault("INVSTATE", pc, None, pc)
@@ -715,23 +845,34 @@ class Machine:
         try:
             return fn()
         except BusError as e:
-            pc = self.pc
-            self._pending_fault = ("IMPRECISERR", pc, e.address, pc + self._insn_size(pc))
-            self.port.event("bus_error", address=e.address, reason=e.reason)
-            self._request_stop()
+            self._bus_error(e)
         except BaseException as e:  # noqa: BLE001 - must not unwind through Unicorn's C frames
             self._internal_error = e
             self._request_stop()
         return default
 
+    def _bus_error(self, e: BusError) -> None:
+        if self._pending_fault is None:  # a second error before the first is taken merges with it
+            self._pending_fault = ("IMPRECISERR", self.access_pc(), e.address)
+            self._st.fault_pending = 1
+        self.port.event("bus_error", address=e.address, reason=e.reason)
+        self._request_stop()
+
+    def _hook_failed(self, e: BaseException) -> None:
+        self._internal_error = e
+        self._request_stop()
+
     def _mmio_read(self, handler: Callable[[int, int], int], base: int = 0) -> Callable[..., int]:
+        """A read callback through Unicorn's binding, for the regions accessed seldom."""
         def cb(uc: Uc, offset: int, size: int, _ud: object) -> int:
             if self._unaligned is not None:
                 return 0  # the instruction faults UNALIGNED: the access never reaches the bus
             self._sync()
-            value = int(self._guard(lambda: handler(base + offset, size), 0) or 0) & ((1 << (8 * size)) - 1)
-            if self._in_slice and self._poll.read(self, base + offset, value):
-                self._request_stop()
+            value = int(self._guard(lambda: handler(base + offset, size), 0) or 0) & _SIZE_MASK[size]
+            if self.loops.mute:
+                self.loops.mute -= 1
+            elif self._in_slice:
+                self.loops.access(self._st.block, (base + offset) << 1, value)
             return value
         return cb
 
@@ -740,15 +881,124 @@ class Machine:
             if self._unaligned is not None:
                 return
             self._sync()
-            self._poll.forget()
             self._guard(lambda: handler(base + offset, size, value))
+            if self.loops.mute:
+                self.loops.mute -= 1
+            elif self._in_slice:
+                self.loops.access(self._st.block, (base + offset) << 1 | 1, value)
         return cb
 
-    def _periph_read(self, address: int, size: int) -> int:
-        return self.bus.read(address, size)
+    def _map_peripherals(self, base: int, size: int) -> None:
+        """The peripheral regions: the hot path of every polling loop.
 
-    def _periph_write(self, address: int, size: int, value: int) -> None:
-        self.bus.write(address, size, value)
+        The callbacks are registered with Unicorn's C API directly (no binding layers), read no
+        CPU register, and dispatch through a flat table of one reader/writer per (address,
+        size) built on first use: the model's bound read/write with the offset and size baked
+        in, behind the clock gate when the peripheral has one.
+        """
+        st, loops, bus = self._st, self.loops, self.bus
+        reads, writes = self._mmio_reads, self._mmio_writes
+        compile_read, compile_write = self._compile_read, self._compile_write
+        scs = base == mm.PPB_BASE  # the System Control Space: see _scs_written
+
+        def read_cb(_h: int, offset: int, size: int, _ud: int) -> int:
+            # No time sync: a model that looks at the time syncs through its port.
+            address = base + offset
+            if self._unaligned is not None:
+                return 0  # the instruction faults UNALIGNED: the access never reaches the bus
+            try:
+                fn = reads.get(address << 3 | size)
+                if fn is None or bus.tracer is not None:
+                    fn = compile_read(address, size)
+                value = fn() & _SIZE_MASK[size]
+                if loops.mute:
+                    loops.mute -= 1
+                elif self._in_slice:
+                    block, key = st.block, address << 1
+                    if key != loops._anchor_key or block != loops._anchor_block:
+                        trail = loops._trail  # LoopDetector.access, its common case inlined
+                        trail += (block, key, value)
+                        if len(trail) > MAX_TRAIL or loops._anchor_key < 0:
+                            loops.access(block, key, value)
+                    else:
+                        loops.access(block, key, value)
+                return value
+            except BusError as e:
+                self._bus_error(e)
+            except BaseException as e:  # noqa: BLE001 - must not unwind through Unicorn's C frames
+                self._hook_failed(e)
+            return 0
+
+        def write_cb(_h: int, offset: int, size: int, value: int, _ud: int) -> None:
+            address = base + offset
+            if self._unaligned is not None:
+                return
+            try:
+                fn = writes.get(address << 3 | size)
+                if fn is None or bus.tracer is not None:
+                    fn = compile_write(address, size)
+                if scs:
+                    self._store_address = address
+                fn(value)
+                if scs and self._nvic_dirty and self._in_slice:
+                    self._scs_written()
+                if loops.mute:
+                    loops.mute -= 1
+                elif self._in_slice:
+                    loops.access(st.block, address << 1 | 1, value)
+            except BusError as e:
+                self._bus_error(e)
+            except BaseException as e:  # noqa: BLE001
+                self._hook_failed(e)
+
+        rcb, wcb = MMIO_READ_CFUNC(read_cb), MMIO_WRITE_CFUNC(write_cb)
+        self._c_callbacks += [rcb, wcb]
+        status = uclib.uc_mmio_map(self.uc._uch, base, size, rcb, None, wcb, None)
+        if status != 0:
+            raise UcError(status)
+
+    def _compile_read(self, address: int, size: int) -> Callable[[], int]:
+        bus = self.bus
+        mapping = bus.find(address)
+        if bus.tracer is not None or mapping is None:
+            return functools.partial(bus.read, address, size)  # traced or unmodelled: the bus's own path
+        read = _plain_register_reader(mapping.model, address - mapping.base, size) or functools.partial(
+            mapping.model.read, address - mapping.base, size)
+        gate = mapping.gate
+        if gate is None:
+            fn = read
+        else:
+            def fn() -> int:
+                return read() if gate() is None else bus.read(address, size)
+        self._mmio_reads[address << 3 | size] = fn
+        return fn
+
+    def _compile_write(self, address: int, size: int) -> Callable[[int], None]:
+        bus = self.bus
+        mapping = bus.find(address)
+        if bus.tracer is not None or mapping is None:
+            return functools.partial(bus.write, address, size)
+        write = functools.partial(mapping.model.write, address - mapping.base, size)
+        gate = mapping.gate
+        if gate is None:
+            fn = write
+        else:
+            def fn(value: int) -> None:
+                if gate() is None:
+                    write(value)
+                else:
+                    bus.write(address, size, value)
+        self._mmio_writes[address << 3 | size] = fn
+        return fn
+
+    def model_at(self, address: int) -> Any:
+        """The model behind an MMIO address (a bit-band alias: its word's model), if any."""
+        if mm.PERIPH_BITBAND <= address < mm.PERIPH_BITBAND + mm.PERIPH_SIZE * 32:
+            address = self._periph_bb_target(address)[0]
+        elif SYSTEM_MEMORY_BASE <= address < SYSTEM_MEMORY_BASE + mm.SYSTEM_BLOCK_SIZE:
+            return self.flash
+        mapping = self.bus.find(address)
+        return None if mapping is None else mapping.model
 
     def _system_read(self, offset: int, size: int) -> int:
         address = SYSTEM_MEMORY_BASE + offset
@@ -818,20 +1068,40 @@ class Machine:
             self.port.event("unmapped_read", address=address, size=size)
         return False
 
+    def _hook_intr_direct(self) -> None:
+        """The interrupt hook (SVC, exception return, fetch faults) through Unicorn's C API
+        directly: one exception entry and return per tick of a 1 kHz SysTick."""
+        uc = self.uc
+
+        def cb(_handle: int, intno: int, _ud: int) -> None:
+            try:
+                self._intr_hook(uc, intno, None)
+            except BaseException as e:  # noqa: BLE001 - must not unwind through Unicorn's C frames
+                self._internal_error = e
+                uc.emu_stop()
+
+        fn = HOOK_INTR_CFUNC(cb)
+        self._c_callbacks.append(fn)  # kept alive with the machine
+        handle = ctypes.c_size_t()
+        status = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_INTR, fn, None,
+                                   ctypes.c_uint64(1), ctypes.c_uint64(0))
+        if status:
+            raise UcError(status)
+
     def _intr_hook(self, uc: Uc, intno: int, _ud: object) -> None:
-        pc = uc.reg_read(A.UC_ARM_REG_PC)
+        pc = self.regs.reg_read(A.UC_ARM_REG_PC)
         def body() -> None:
             if intno == 2:  # SVC: PC is already past the instruction
-                self._sync()
+                self._sync_block_end()
                 self.exc.svc(pc)
             elif intno == _EXCP_EXCEPTION_EXIT and self.exc.ipsr() != 0:
                 # A branch to 0xFFxxxxxx in Handler mode: exception return (B1.5.8).  QEMU
                 # keeps bit 0 of the target in the T flag, not in the PC: put it back, so
                 # that a value such as 0xFFFFFFF8 is seen as the illegal EXC_RETURN it is.
-                self._sync()
-                self.exc.exception_return(pc | (uc.reg_read(A.UC_ARM_REG_XPSR) >> 24 & 1))
+                self._sync_block_end()
+                self.exc.exception_return(pc | (self.regs.reg_read(A.UC_ARM_REG_XPSR) >> 24 & 1))
             elif intno == _EXCP_PREFETCH_ABORT and pc | 1 in EXC_RETURNS and self.exc.ipsr() != 0:
-                self._sync()
+                self._sync_block_end()
                 self.exc.exception_return(pc | 1)
             elif intno == 3 and pc == CALL_RETURN:
                 self._stop = StopReason("condition", "function returned", pc)
@@ -839,17 +1109,21 @@ class Machine:
             elif intno == 3:
                 # Instruction fetch from the execute-never system region, e.g. an erased
                 # (0xFFFFFFFF) vector: MemManage IACCVIOL (B3.5.1).
-                self._sync()
+                self._sync_block_end()
                 self.exc.fault("IACCVIOL", pc)
             elif intno == _EXCP_NOCP:
                 # A coprocessor instruction (MRC/MCR/CDP/LDC/STC, VFP in CP10/11): the
                 # Cortex-M3 has no coprocessor, NOCP UsageFault on the instruction (B3.2.15).
-                self._sync()
+                # It ends its block: the instructions before it ran, it did not.
+                self.engine.rewind_to(pc)
+                self._sync_block_end()
                 self.exc.fault("NOCP", pc)
             elif intno == _EXCP_DATA_ABORT and insn_traps.is_exclusive(*self._words(pc)):
                 # Unicorn checks alignment only for LDREX/STREX (MO_ALIGN): an unaligned
-                # exclusive always faults, UNALIGNED UsageFault (ARMv7-M A3.2.1).
-                self._sync()
+                # exclusive always faults, UNALIGNED UsageFault (ARMv7-M A3.2.1).  The block
+                # is left at the instruction (the PC is restored to it).
+                self.engine.rewind_to(pc)
+                self._sync_block_end()
                 self.exc.fault("UNALIGNED", pc)
             elif intno == 7:  # BKPT: no debugger attached
                 self._stop = StopReason("breakpoint", f"BKPT at {self.symbol(pc)}", pc)
@@ -858,17 +1132,21 @@ class Machine:
                 self._stop = StopReason("error", f"unexpected CPU exception {intno} at {self.symbol(pc)}", pc)
                 uc.emu_stop()
         self._in_hook(uc, body)
+        # After a PC write from this hook, Unicorn 2.1.4 no longer restores the PC when a later
+        # callback of the same run stops it mid-block (measured): the run ends at the next block
+        # boundary, so that every run _stop_after_store relies on starts afresh.
+        self._intr_hook_ran = True
+        self._st.deadline = 0
 
     def _flash_changed(self, offset: int, length: int) -> None:
         data = bytes(self.flash_storage[offset:offset + length])
         bases = [self.chip.flash_base] + ([] if self.boot0 else [BOOT_ALIAS_BASE])
         for base in bases:
-            self.code_watch.forget(base + offset, base + offset + length)  # new code: traps when it runs
-            for insn in [a for a in self._multiword_base if base + offset - 2 < a < base + offset + length]:
-                del self._multiword_base[insn]  # its hook stays, idle, until the code runs again
             self.uc.mem_write(base + offset, data)
             # Translated code from the old bytes must go, at both addresses (docs/ARCHITECTURE.md, Unicorn notes).
             self.uc.ctl_remove_cache(base + offset, base + offset + length)
+        self.engine.code_changed()
+        self.flash_writes += 1
 
     # -- instructions Unicorn gets wrong for a Cortex-M3 (see insn_traps) ---------------------
     def _scan_traps(self) -> None:
@@ -879,36 +1157,50 @@ class Machine:
                 self._add_trap(address, self._divide_trap)
             for address in insn_traps.find_msr_basepri(data, base):
                 self._add_trap(address, self._msr_basepri_trap)
+            for address in insn_traps.find_barriers(data, base):
+                if (address, "barrier") not in self._trapped:
+                    self._trapped.add((address, "barrier"))
+                    self.engine.add_barrier(address)
 
     def _add_trap(self, address: int, callback: Callable[..., None]) -> None:
-        if (address, callback) in self._trapped:
+        if (address, callback.__name__) in self._trapped:
             return
-        self._trapped.add((address, callback))
+        self._trapped.add((address, callback.__name__))
         self.uc.hook_add(UC_HOOK_CODE, callback, begin=address, end=address)
         self.uc.ctl_remove_cache(address, address + 4)
 
     # -- unaligned LDM/STM/LDRD/STRD: traps on the flash code that runs ---------------------
-    # Data in flash often looks like LDM/STM and a code hook costs every instruction
-    # (emulator.core.code_watch): these traps go only on blocks of code as they first run.
-    # Code run from SRAM is not watched: an unaligned LDM/STM there is performed silently
-    # unless CCR.UNALIGN_TRP is set (the memory hook then catches it).
-    def _update_traps(self) -> None:
-        """Between slices, where hooks may be added and removed safely."""
-        for address in self._new_traps:
-            self._add_trap(address, self._multiword_trap)
-        self._new_traps.clear()
-        self.code_watch.apply()
-        self._update_unaligned_trap()
+    # Data in flash often looks like LDM/STM, so these traps are not found by a scan: the
+    # engine's block hook looks for them in each block of flash code when it first counts it
+    # and ends the run in front of a block whose traps are not in place yet (engine.py,
+    # "Multi-word traps").  Code run from SRAM is not looked at: an unaligned LDM/STM there
+    # is performed silently unless CCR.UNALIGN_TRP is set (the memory hook then catches it).
+    def _after_run_traps(self, st: Any) -> None:
+        """Corrections of the count for runs a trap ended (before time is advanced)."""
+        if st.stopped == 4:
+            # In front of a block with untrapped multi-word instructions: trap them, then run it.
+            self.engine.trap_new_block()
+        if st.unaligned:
+            upc = st.unaligned_pc
+            if self.pc == upc:
+                self.engine.rewind_to(upc)  # stopped in front of it: it did not run
+            else:
+                # In an IT block Unicorn cannot stop in front of an instruction: the block ran
+                # to its end (the fault is taken there, its stacked PC where execution got to).
+                log.info("unaligned multi-word access in an IT block at %s: UNALIGNED taken at the "
+                         "end of the block", self.symbol(upc))
+        if self._unaligned is not None:
+            self.engine.rewind_to(self._unaligned.pc)  # the faulting access is undone
+            self._stopped_in_store = None
+        elif self._stopped_in_store is not None:
+            self._finish_store()
 
-    def _new_code_block(self, address: int, size: int) -> None:
-        # A translation block about to run for the first time (CodeWatch): its
-        # instructions, decoded from its exact start, get their traps before it runs.
-        hits = insn_traps.multiword_accesses_in_block(bytes(self.uc.mem_read(address, size)), address)
-        for insn, rn in hits:
-            self._multiword_base[insn] = _GPR[rn]
-            self._new_traps.append(insn)
-        if hits:
-            self._request_stop()  # at a block's start: ends the slice before its first instruction
+    def _multiword_fault(self, st: Any) -> None:
+        st.unaligned = 0
+        upc = st.unaligned_pc
+        # Every address an LDM/STM/LDRD/STRD accesses is Rn plus a multiple of 4: with Rn
+        # unaligned it is an UNALIGNED UsageFault, whatever CCR.UNALIGN_TRP says (A3.2.1).
+        self._fault("UNALIGNED", upc, None, self.pc)
 
     def _words(self, address: int) -> tuple[int, int]:
         first, second = struct.unpack("<HH", self.uc.mem_read(address, 4))
@@ -933,6 +1225,8 @@ class Machine:
             _, _, _, rm = insn_traps.decode_divide(first, second)
             if self.scb.ccr("DIV_0_TRP") and uc.reg_read(getattr(A, f"UC_ARM_REG_R{rm}")) == 0:
                 self._sync()
+                # The rest of the block is abandoned: the handler's PC is written below.
+                self.engine.rewind_to(address)
                 self.exc.fault("DIVBYZERO", address)  # UsageFault before the divide (B3.2.8)
         self._in_hook(uc, body)
 
@@ -948,23 +1242,18 @@ class Machine:
             if sysm == 17 or (value and (current == 0 or value < current)):
                 uc.reg_write(A.UC_ARM_REG_BASEPRI, value)
             uc.reg_write(A.UC_ARM_REG_PC, (address + 4) | 1)
+            self.engine.rewind_to(address, then_executed=1)  # the MSR is done; Unicorn resumes after it
             self._request_stop()  # unmasking may make an interrupt deliverable now
         self._in_hook(uc, body)
 
-    def _multiword_trap(self, uc: Uc, address: int, size: int, _ud: object) -> None:
-        # Runs before every execution of a trapped LDM/STM/LDRD/STRD: kept to a dict
-        # lookup and one register read.  Every address such an instruction accesses is
-        # Rn plus a multiple of 4, so the base alone decides: unaligned, it is always an
-        # UNALIGNED UsageFault, whatever CCR.UNALIGN_TRP says (A3.2.1).
-        reg = self._multiword_base.get(address)
-        if reg is not None and self._registers.read(reg) & 3:
-            self._in_hook(uc, lambda: self._multiword_fault(address))
-
-    def _multiword_fault(self, address: int) -> None:
-        self._sync()
-        self.exc.fault("UNALIGNED", address)
-
     # -- CCR.UNALIGN_TRP: unaligned LDR/STR(H) fault too (B3.2.8, A3.2.1) -------------------
+    def _ccr_written(self) -> None:
+        # UNALIGN_TRP applies from the next instruction: when it changes, the run ends right
+        # after this store and the memory hook goes in or out before the CPU goes on.
+        want = bool(self.scb.values["CCR"] & _CCR_UNALIGN_TRP)
+        if self._in_slice and want != (self._unaligned_hook is not None):
+            self._stop_after_store()
+
     def _update_unaligned_trap(self) -> None:
         """Install the memory hook while UNALIGN_TRP is set, remove it when it is clear.
 
@@ -991,9 +1280,14 @@ class Machine:
         def body() -> None:
             pending = self._unaligned
             if pending is None:
-                regs = [uc.reg_read(r) for r in _UNDO_REGS]
-                pending = self._unaligned = _UnalignedAccess(uc.reg_read(A.UC_ARM_REG_PC), address, regs)
-                self._request_stop()
+                # Unicorn syncs the PC for memory hooks (unlike MMIO callbacks): it is the access's.
+                r = self.regs.reg_read
+                regs = [r(reg) for reg in _UNDO_REGS]
+                pending = self._unaligned = _UnalignedAccess(r(A.UC_ARM_REG_PC), address, regs)
+                # End the run right after this access (inside an IT block, where Unicorn
+                # cannot stop, at the next block boundary; everything after it is undone).
+                self._st.deadline = 0
+                uclib.uc_emu_stop(uc._uch)
             if access == UC_MEM_WRITE and self.chip.in_sram(address, size):
                 # The hook runs before the store: keep what it overwrites (every store of a
                 # faulting LDM/STM too) so the instruction can be undone.
@@ -1006,7 +1300,7 @@ class Machine:
         for address, data in reversed(u.overwritten):
             self.uc.mem_write(address, data)
         for reg, value in zip(_UNDO_REGS, u.registers, strict=True):
-            self.uc.reg_write(reg, value)
+            self.regs.reg_write(reg, value)
         self._fault("UNALIGNED", u.pc, u.address, u.pc)
 
     def _stackable(self, address: int, size: int) -> bool:
@@ -1024,86 +1318,23 @@ _UNDO_REGS = _GPR[:15]  # what a load or store can change: R0-R12, SP (writeback
 _CCR_UNALIGN_TRP = 1 << 3
 
 
-class _RegisterReader:
-    """``uc_reg_read`` called through ctypes without the binding's argument checks:
-    a trap hook that tests one register then costs 0.8 us instead of 2 us a call
-    (measured, Unicorn 2.1.4).  Falls back to ``Uc.reg_read``."""
+def _plain_register_reader(model: Any, offset: int, size: int) -> Callable[[], int] | None:
+    """A reader for a register that is only its stored value (the framework's read, no on_read
+    hook, no write-only bits), or None: then the model's own read is called."""
+    if type(model).read is not Peripheral.read:
+        return None
+    loc = model._locate(offset)
+    if loc is None:
+        return None
+    compiled, shift = loc
+    reg = compiled.reg
+    if reg.on_read is not None or compiled.masks[Access.WO] or shift + size > compiled.nbytes:
+        return None
+    name, bits, mask = reg.name, 8 * shift, (1 << (8 * size)) - 1
 
-    def __init__(self, uc: Uc) -> None:
-        self._uc = uc
-        self._value = ctypes.c_uint32()
-        self._ref = ctypes.byref(self._value)
-        self._handle = ctypes.c_void_p(uc._uch.value)
-        try:
-            from unicorn.unicorn_py3 import unicorn as binding
-            self._fn = ctypes.CDLL(binding.uclib._name).uc_reg_read
-            self._fn.restype = ctypes.c_int
-        except (ImportError, AttributeError, OSError):
-            self._fn = None
-
-    def read(self, reg: int) -> int:
-        if self._fn is None or self._fn(self._handle, reg, self._ref) != 0:
-            return self._uc.reg_read(reg)
-        return self._value.value
-
-
-_POLL_REGS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
-    A.UC_ARM_REG_SP, A.UC_ARM_REG_LR, A.UC_ARM_REG_XPSR)
-
-
-class _PollDetector:
-    """Recognises a CPU busy-waiting on peripheral registers (see _fast_forward_poll).
-
-    An iteration is the run of MMIO reads between two visits of the same read
-    instruction (the anchor).  Two consecutive iterations with the same reads
-    returning the same values, no MMIO write, and identical CPU registers at
-    the anchor make the loop stateless: until an event changes a register,
-    every further iteration is the same.
-    """
-
-    MAX_READS_PER_ITERATION = 8
-
-    def __init__(self) -> None:
-        self.forget()
-
-    def forget(self) -> None:
-        self._anchor: int | None = None
-        self._trail: list[tuple[int, int, int]] = []
-        self._previous: list[tuple[int, int, int]] | None = None
-        self._regs: tuple[int, ...] | None = None
-        self._count = 0
-        self._cooldown = 0  # anchor visits to let pass before the next register snapshot
-        self._skip = 0
-        self.period = 0
-
-    def read(self, m: Machine, address: int, value: int) -> bool:
-        pc = m.uc.reg_read(A.UC_ARM_REG_PC)
-        if pc != self._anchor:
-            if self._anchor is None or len(self._trail) >= self.MAX_READS_PER_ITERATION:
-                self.forget()
-                self._anchor = pc
-            self._trail.append((pc, address, value))
-            return False
-        iteration, self._trail = self._trail, [(pc, address, value)]
-        stable, self._previous = iteration == self._previous, iteration
-        if not stable:
-            self._regs, self._cooldown, self._skip = None, 0, 0
-            return False
-        if self._skip:
-            self._skip -= 1
-            return False
-        # Reading 16 registers costs ~30 us through Unicorn's Python binding: a loop whose
-        # registers keep changing (a counter) is checked less and less often.
-        now = m.instructions + m.counter.counted
-        regs = tuple(m.uc.reg_read(r) for r in _POLL_REGS)
-        if regs == self._regs and now > self._count:
-            self.period = now - self._count  # a whole number of identical iterations
-            return True
-        if self._regs is not None:
-            self._cooldown = min(256, max(1, 2 * self._cooldown))
-        self._skip = self._cooldown
-        self._regs, self._count = regs, now
-        return False
+    def read() -> int:
+        return model.values[name] >> bits & mask
+    return read
 
 
 class _MachinePort(SimPort):
@@ -1113,10 +1344,39 @@ class _MachinePort(SimPort):
         super().__init__(machine.scheduler, machine.strict)
         self.machine = machine
         self.irq_sink = lambda irq, level: machine.nvic.set_line(irq, level)
-        self.pc_provider = lambda: machine.pc
+        self.pc_provider = machine.access_pc
         self.reset_sink = self._reset
 
+    # Inside a slice emulated time is brought up to the current block only when something looks
+    # at it: a model asking for the time, scheduling a timer or logging an event, or the clock
+    # changing (the cycles so far ran at the old one).  MMIO accesses themselves do not sync.
+    def unmodelled(self, periph: str, offset: int, access: str, size: int, value: int | None) -> None:
+        self.machine.activity += 1
+        super().unmodelled(periph, offset, access, size, value)
+
+    def guest_error(self, periph: str, message: str) -> None:
+        self.machine.activity += 1
+        super().guest_error(periph, message)
+
+    def request_reset(self, cause: str) -> None:
+        self.machine.activity += 1
+        super().request_reset(cause)
+
+    def now_ns(self) -> int:
+        m = self.machine
+        m.time_queries += 1
+        if m._in_slice:
+            m._sync()
+        return self.scheduler.now_ns
+
+    def event(self, kind: str, **data: Any) -> None:
+        if self.machine._in_slice:
+            self.machine._sync()
+        super().event(kind, **data)
+
     def schedule(self, delay_ns: int, callback: Callable[[], None], name: str = ""):  # type: ignore[override]
+        if self.machine._in_slice:
+            self.machine._sync()
         entry = super().schedule(delay_ns, callback, name)
         if entry.due_ns < self.machine._slice_end_ns:
             self.machine._request_stop()
@@ -1127,8 +1387,12 @@ class _MachinePort(SimPort):
         self.machine._request_stop()
 
     def clocks_changed(self) -> None:
+        m = self.machine
+        if m._in_slice:
+            m._sync()  # the instructions so far ran at the old clock
+        m._hclk = self.clocks.hclk
         super().clocks_changed()
-        self.machine._request_stop()
+        m._request_stop()
 
     def stall_until(self, due_ns: int) -> None:
         super().stall_until(due_ns)

@@ -31,15 +31,18 @@ class Scheduler:
         self._heap: list[TimerEntry] = []
         self._seq = itertools.count()
         self.cycles = 0  # CPU cycles executed since power-on
+        self.activity = 0  # timers scheduled, cancelled or run: a loop that saw this change differs
 
     # -- scheduling ------------------------------------------------------------
     def schedule(self, delay_ns: int, callback: Callable[[], None], name: str = "") -> TimerEntry:
         entry = TimerEntry(self.now_ns + max(0, int(delay_ns)), next(self._seq), callback, name)
         heapq.heappush(self._heap, entry)
+        self.activity += 1
         return entry
 
     def cancel(self, entry: TimerEntry) -> None:
         entry.cancelled = True
+        self.activity += 1
 
     def next_due(self) -> int | None:
         while self._heap and self._heap[0].cancelled:
@@ -54,6 +57,7 @@ class Scheduler:
             if due is None or due > self.now_ns:
                 return ran
             entry = heapq.heappop(self._heap)
+            self.activity += 1
             entry.callback()
             ran += 1
 
@@ -83,3 +87,4 @@ class Scheduler:
 
     def clear(self) -> None:
         self._heap.clear()
+        self.activity += 1

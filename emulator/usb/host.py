@@ -152,7 +152,7 @@ class DeviceRunner(Protocol):
     The machine implements this on the real CPU: ``run_ns`` executes firmware
     (and timers) for up to ``ns`` of emulated time; ``stop`` may be called from
     inside ``run_ns`` (from an MMIO write hook) and makes it return as soon as
-    the current instruction/slice ends.  ``run_ns`` must forget a stop request
+    the current translated block ends.  ``run_ns`` must forget a stop request
     made before it started, and must not overshoot ``ns`` by more than
     ``firmware_models.usb.SOF_SLACK_NS`` (or the device sees a missing SOF).
     """
