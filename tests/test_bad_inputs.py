@@ -155,7 +155,7 @@ CASES = [
     emu("usb-info-missing-image", 2, "usb-info", "{tmp}/nope.elf", *FLASH_STATE),
     emu("usb-info-attach-timeout-zero", 2, "usb-info", BOOT, "--attach-timeout", "0"),
     emu("usb-info-alt-not-present", 2, "usb-info", BOOT, "-a", "7", *FLASH_STATE),
-    emu("usb-info-never-attaches", 2, "usb-info", HELLO, "--attach-timeout", "20ms", *FLASH_STATE),
+    emu("usb-info-never-attaches", 1, "usb-info", HELLO, "--attach-timeout", "20ms", *FLASH_STATE),
     # -- hostside ------------------------------------------------------------------------------------------
     dfu("hostside-nothing-to-do", 64, *EMULATE),
     dfu("hostside-unknown-option", 64, "--frobnicate"),
@@ -269,6 +269,20 @@ def test_bad_input_is_one_line_with_its_exit_code_and_leaves_the_state_file_alon
 
 
 # -- output into a pipe whose reader went away ---------------------------------------------------------------
+@pytest.mark.parametrize("command", [
+    ["flash", "{F}/hello_base.elf", "{F}/app_small.bin"],
+    ["usb-info", "{F}/hello_base.elf"],
+    ["serve", "{F}/hello_base.elf", "--poll-scale", "0", "--", sys.executable, "-c", "pass"],
+], ids=["flash", "usb-info", "serve"])
+def test_firmware_that_never_attaches_to_usb_fails_the_flow_with_1_not_bad_input(
+        command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # The image is a good one; it just never connects to USB: that is the firmware's failure (exit 1),
+    # not bad input (exit 2).
+    code = emulator_main([arg.replace("{F}", str(IMAGES)) for arg in command])
+    line = assert_one_clean_line(capsys.readouterr().err)
+    assert (code, "never attached to USB" in line) == (1, True), line
+
+
 def run_with_stdout_closed(tool: str, *args: str) -> subprocess.CompletedProcess[bytes]:
     """The reader of stdout has gone before the command writes anything (``| head -n0``)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -131,6 +131,12 @@ def test_medium_density_part_has_no_dr11() -> None:
     assert (bkp.read(dr_offset(11), 4), len(port.guest_errors)) == (0, 2)
 
 
+@pytest.mark.parametrize(("chip", "count"), [("c8", 10), ("rc", 42)])
+def test_the_machine_gives_each_part_the_data_registers_of_its_density(chip: str, count: int) -> None:
+    # RM0008 §6.1: DR1..DR10 on low/medium-density parts, DR1..DR42 on high density.
+    assert Machine(get_chip(chip)).bkp.data_registers == count
+
+
 def test_tamper_event_clears_data_and_sets_tef() -> None:
     _, _, bkp = make()
     bkp.write(dr_offset(3), 4, 3)

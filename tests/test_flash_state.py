@@ -73,6 +73,25 @@ def test_a_file_with_another_backup_register_count_is_refused(tmp_path: Path) ->
         load_state(path, chip="STM32F103C8", flash_size=SIZE, backup_register_count=10)
 
 
+def test_a_42_register_file_for_a_10_register_part_loads_when_the_missing_ones_are_zero(tmp_path: Path) -> None:
+    # Files written while the BKP model gave every chip 42 data registers.
+    path = tmp_path / "board.nv"
+    state = sample()
+    state.backup_registers = [0x4F42, *range(1, 10), *[0] * 32]
+    save_state(path, state)
+    loaded = load_state(path, chip="STM32F103C8", flash_size=SIZE, backup_register_count=10)
+    assert loaded.backup_registers == [0x4F42, *range(1, 10)]
+
+
+def test_a_42_register_file_with_data_above_dr10_is_refused_for_a_10_register_part(tmp_path: Path) -> None:
+    path = tmp_path / "board.nv"
+    state = sample()
+    state.backup_registers = [0] * 41 + [7]
+    save_state(path, state)
+    with pytest.raises(FlashStateError, match="holds 42 backup registers"):
+        load_state(path, chip="STM32F103C8", flash_size=SIZE, backup_register_count=10)
+
+
 def test_a_flipped_byte_in_the_flash_image_is_detected(tmp_path: Path) -> None:
     path = tmp_path / "board.nv"
     save_state(path, sample())

@@ -28,6 +28,7 @@ from emulator.core.machine import EmulatorError
 from emulator.core.outputs import check_output_path
 from emulator.core.port import StrictModeError
 from emulator.usb.host import UsbError
+from emulator.usb.target import DeviceNotAttached
 from hostside.dfu import DfuException
 
 COMMANDS = (run, flash, check, conformance, serve, usb_info, sweep_merge)
@@ -50,14 +51,16 @@ EXIT_CODES: dict[str, tuple[tuple[str, str], ...]] = {
                   "interrupts masked) or a --strict violation")),
     "flash": (("0", "the download, verify and jump worked, the flash holds the image sent and the "
                     "application ended cleanly; --power-cut-sweep: no cut led to broken_app or bricked"),
-              ("1", "the boot flow broke; --power-cut-sweep: a cut led to broken_app or bricked")),
+              ("1", "the boot flow broke (the bootloader never attaching to USB included); "
+                    "--power-cut-sweep: a cut led to broken_app or bricked")),
     "check": (("0", "no findings"), ("1", "findings")),
     "sweep-merge": (("0", "the merged sweep is clean: no cut led to broken_app or bricked"),
                     ("1", "a cut led to broken_app or bricked, or did not happen as planned")),
     "serve": (("N", "the command's own exit code (dfu-util: 0, or 74 after :leave when the device resets)"),
               ("1", "the flash does not hold what the command (or the USB/IP client) sent, whatever it said"),
               ("0", "--usbip: the session ended and the flash holds what the client sent")),
-    "usb-info": (("0", "the device enumerated and was printed"),),
+    "usb-info": (("0", "the device enumerated and was printed"),
+                 ("1", "the firmware never attached to USB (or stopped answering while enumerated)")),
 }
 
 
@@ -127,6 +130,8 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         _check_outputs(args)
         return args.func(args)
+    except DeviceNotAttached as e:  # the firmware's doing, not the input's: the flow failed
+        return _error(str(e), EXIT_FAILED)
     except EmulatorError as e:
         return _error(str(e), EXIT_USAGE)
     except (DfuException, UsbError, usb.core.USBError) as e:

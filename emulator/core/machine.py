@@ -196,7 +196,9 @@ class Machine:
                                     page_size=self.chip.page_size, storage=self.flash_storage,
                                     timings=self.flash_timings, on_change=self._flash_changed)
         self.pwr = PWR(port)
-        self.bkp = BKP(port, write_enabled=lambda: bool(self.pwr.field("CR", "DBP")))
+        # RM0008 §6.1: DR1..DR10 on low/medium-density parts, DR1..DR42 on high density.
+        self.bkp = BKP(port, write_enabled=lambda: bool(self.pwr.field("CR", "DBP")),
+                       data_registers=10 if self.chip.density == "medium" else 42)
         self.rcc = RCC(port, backup_write_enabled=lambda: bool(self.pwr.field("CR", "DBP")))
         self.rcc.on_peripheral_reset = self._peripheral_reset  # type: ignore[method-assign]
         self.rcc.on_backup_domain_reset = self.bkp.backup_domain_reset  # type: ignore[method-assign]

@@ -128,9 +128,7 @@ def apply_backup_registers(machine: Machine, values: Sequence[BkpSetting]) -> No
     They live in the backup domain, which a system reset keeps (RM0008 §6.1), so a
     value set here is what the bootloader reads at its next boot.
     """
-    # RM0008 §6.1: 10 data registers on low/medium-density parts, 42 on high density (the model may
-    # keep 42 for every chip; the options name only what the chip has).
-    count = min(machine.bkp.data_registers, 10 if machine.chip.density == "medium" else 42)
+    count = machine.bkp.data_registers  # RM0008 §6.1: 10 on low/medium density, 42 on high density
     for n, value in values:
         if not 1 <= n <= count:
             raise EmulatorError(f"BKP_DR{n}: the {machine.chip.name} has DR1..DR{count}")
