@@ -51,7 +51,7 @@ def test_seed_erase_requests_128_pages_past_the_end_of_flash_per_erase_command(s
 
 def test_seed_leaves_systick_and_the_pll_running_at_the_jump(seed_small):
     state = next(f for f in seed_small.findings if f.id == "state-left-running-at-jump").evidence
-    assert state["systick_enabled"] and state["pll_on"] and state["vtor"] == 0
+    assert state["systick_enabled"] and state["pll_on"] and state["vtor"] == "0x0"
 
 
 def test_seed_with_both_host_erase_orders_names_the_order_that_breaks_the_image():

@@ -491,8 +491,9 @@ def _jump_checks(report: CheckReport, o: FlashOutcome, chip: Chip, expected_app_
     if left or state.get("nvic_enabled") or state.get("nvic_pending"):
         report.add(Finding("state-left-running-at-jump",
                            "the bootloader jumped with peripherals and interrupts still running",
-                           {k: state[k] for k in ("systick_enabled", "systick_interrupt", "nvic_enabled",
-                                                  "nvic_pending", "pll_on", "vtor", "primask")},
+                           {**{k: state[k] for k in ("systick_enabled", "systick_interrupt", "nvic_enabled",
+                                                     "nvic_pending", "pll_on")},
+                            "vtor": hex(state["vtor"]), "primask": state["primask"]},
                            "PM0056 §4.4 (SysTick), RM0008 §7.3: stop and reset what the bootloader started "
                            "before the jump (docs/SEED_BOOTLOADER.md defect 4 shows the consequences)"))
     first = o.first_interrupt
