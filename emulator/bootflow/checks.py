@@ -84,11 +84,11 @@ def check(boot: str, app: str, *, erase_orders: tuple[str, ...] = ERASE_ORDERS, 
           app_address: int | None = None, run_ns: int = 2_000_000_000, selector: DfuSelector | None = None,
           boot1: bool = False, boot1_after: bool = True, pins: Sequence[PinSetting] = (),
           bkp: Sequence[BkpSetting] = (), pins_after: Sequence[PinSetting] = (),
-          bkp_after: Sequence[BkpSetting] = (), leave: str = "auto") -> CheckReport:
+          bkp_after: Sequence[BkpSetting] = (), leave: str = "auto", nrst: Sequence[int] = ()) -> CheckReport:
     started = time.perf_counter()
     report = _check(boot, app, erase_orders=erase_orders, chip=chip, app_address=app_address, run_ns=run_ns,
                     selector=selector, boot1=boot1, boot1_after=boot1_after, pins=pins, bkp=bkp,
-                    pins_after=pins_after, bkp_after=bkp_after, leave=leave)
+                    pins_after=pins_after, bkp_after=bkp_after, leave=leave, nrst=nrst)
     report.wall_s = time.perf_counter() - started
     return report
 
@@ -96,7 +96,7 @@ def check(boot: str, app: str, *, erase_orders: tuple[str, ...] = ERASE_ORDERS, 
 def _check(boot: str, app: str, *, erase_orders: tuple[str, ...], chip: str | None, app_address: int | None,
            run_ns: int, selector: DfuSelector | None, boot1: bool, boot1_after: bool,
            pins: Sequence[PinSetting], bkp: Sequence[BkpSetting], pins_after: Sequence[PinSetting],
-           bkp_after: Sequence[BkpSetting], leave: str) -> CheckReport:
+           bkp_after: Sequence[BkpSetting], leave: str, nrst: Sequence[int]) -> CheckReport:
     try:
         the_chip = get_chip(chip)
     except ValueError as e:
@@ -113,7 +113,7 @@ def _check(boot: str, app: str, *, erase_orders: tuple[str, ...], chip: str | No
                            "shows one cause: a 32 KiB DFU transfer buffer)"))
     flow = {"app_address": app_address, "chip": chip, "run_ns": run_ns, "selector": selector, "boot1": boot1,
             "boot1_after": boot1_after, "pins": pins, "bkp": bkp, "pins_after": pins_after,
-            "bkp_after": bkp_after, "leave": leave}
+            "bkp_after": bkp_after, "leave": leave, "nrst": nrst}
     outcomes: dict[str, FlashOutcome] = {}
     try:
         for order in erase_orders:
@@ -143,7 +143,7 @@ def _check(boot: str, app: str, *, erase_orders: tuple[str, ...], chip: str | No
     boot_end = max(i.end for i in boot_layout.images)
     _jump_checks(report, best, the_chip, app_start)
     _probe_bootloader_region(report, boot, chip, best, app_start, boot_end,
-                             BoardOptions(image=boot, chip=chip, boot1=boot1, pins=pins, bkp=bkp), selector)
+                             BoardOptions(image=boot, chip=chip, boot1=boot1, pins=pins, bkp=bkp, nrst=nrst), selector)
     return report
 
 

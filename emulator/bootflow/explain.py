@@ -20,7 +20,8 @@ def _pin_name(e: Event) -> str:
 
 
 STEPS: dict[str, tuple[str, Callable[[Event], str]]] = {
-    "reset": ("ARMv7-M B1.5.5, RM0008 §7.1", lambda e: f"{e.data['cause'].replace('_', '-')} reset"),
+    "reset": ("ARMv7-M B1.5.5, RM0008 §7.1", lambda e: "NRST pin reset (the reset button)" if e.data["cause"] == "pin"
+                                                    else f"{e.data['cause'].replace('_', '-')} reset"),
     "reset_vector": ("ARMv7-M B1.5.5", lambda e: f"the core loads MSP=0x{e.data['msp']:08X} and "
                                                    f"PC=0x{e.data['reset_pc']:08X} from the {e.data['source']}"),
     "swj_cfg": ("RM0008 §9.4.2", lambda e: f"AFIO_MAPR.SWJ_CFG: {e.data['meaning']}"),

@@ -200,20 +200,21 @@ def flash_and_boot(boot_image: str, app_file: str, *, app_address: int | None = 
                    run_ns: int = 2_000_000_000, selector: DfuSelector | None = None, boot1: bool = False,
                    pins: Sequence[PinSetting] = (), bkp: Sequence[BkpSetting] = (),
                    pins_after: Sequence[PinSetting] = (), bkp_after: Sequence[BkpSetting] = (),
-                   leave: str = "auto") -> FlashOutcome:
+                   leave: str = "auto", nrst: Sequence[int] = ()) -> FlashOutcome:
     """Boot with the given triggers (BOOT1 low by default), download ``app_file`` through the
     firmware's own DFU (DfuSe or plain DFU 1.1, each by its conventions), leave, then run what boots.
 
     ``leave``: ``auto`` (DfuSe: the leave request; plain DFU: manifestation, then a USB reset if the
     device waits for one), ``reset`` (a USB reset after the download, as ``dfu-util -R``), ``none``
     (nothing after the download: a bootloader that jumps after a timeout does so within ``run_ns``).
+    ``nrst``: emulated times after power-on at which the reset button is pressed.
     """
     if leave not in LEAVE_MODES:
         raise EmulatorError(f"unknown leave mode {leave!r}: choose {', '.join(LEAVE_MODES)}")
     loaded = read_application(app_file, app_address)
     check_application(app_file, loaded, boot_image=boot_image, chip=chip, app_address=app_address)
     board = build_board(BoardOptions(image=boot_image, chip=chip, boot1=boot1, flash_file=flash_file,
-                                     flash_timing=flash_timing, pins=pins, bkp=bkp))
+                                     flash_timing=flash_timing, pins=pins, bkp=bkp, nrst=nrst))
     m = board.machine
     if loaded.kind == "elf":
         tables = [t for t in (m.symbols, SymbolTable.from_elf(app_file, origin="app")) if t is not None]

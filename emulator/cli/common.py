@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from emulator.core.arguments import parse_bkp_setting, parse_int, parse_level, parse_pin_setting
+from emulator.core.arguments import (
+    parse_bkp_setting,
+    parse_duration,
+    parse_int,
+    parse_level,
+    parse_pin_setting,
+)
 from emulator.core.session import BoardOptions
 from hostside.selection import DfuSelector, parse_alt, parse_device_ids
 
@@ -61,7 +67,7 @@ def flow_options(args: argparse.Namespace) -> dict[str, object]:
     :func:`add_flow_arguments`, :func:`add_selection_arguments` and :func:`add_trigger_arguments`."""
     return {"selector": selector_from(args), "boot1": args.boot1, "boot1_after": args.boot1_after,
             "pins": args.pin, "bkp": args.bkp, "pins_after": args.pin_after, "bkp_after": args.bkp_after,
-            "leave": args.leave}
+            "leave": args.leave, "nrst": args.nrst}
 
 
 def add_trigger_arguments(p: argparse.ArgumentParser, *, after: bool = False) -> None:
@@ -73,6 +79,9 @@ def add_trigger_arguments(p: argparse.ArgumentParser, *, after: bool = False) ->
     p.add_argument("--bkp", action="append", default=[], type=parse_bkp_setting, metavar="DRn=VALUE",
                    help="a backup data register's value at power-on, e.g. DR1=0x4F42 (what an application "
                         "writes before resetting into its bootloader); repeatable")
+    p.add_argument("--nrst", action="append", default=[], type=parse_duration, metavar="TIME",
+                   help="press the reset button (pull NRST low) at this emulated time after power-on, e.g. "
+                        "50ms: a pin reset, RCC_CSR.PINRSTF alone; repeatable (a double tap)")
     if not after:
         return
     p.add_argument("--pin-after", action="append", default=[], type=parse_pin_setting, metavar="PXn=high|low",
@@ -90,7 +99,8 @@ def board_options(args: argparse.Namespace, **extra: object) -> BoardOptions:
     """The board that :func:`add_board_arguments`' options describe."""
     return BoardOptions(image=args.image, base=args.base, apps=args.app, chip=args.chip, boot0=args.boot0,
                         boot1=args.boot1, strict=args.strict, flash_file=args.flash_file,
-                        flash_timing=args.flash_timing, pins=args.pin, bkp=args.bkp, **extra)  # type: ignore[arg-type]
+                        flash_timing=args.flash_timing, pins=args.pin, bkp=args.bkp, nrst=args.nrst,
+                        **extra)  # type: ignore[arg-type]
 
 
 def _device_ids(text: str):  # noqa: ANN202 - hostside.transport.UsbFilter

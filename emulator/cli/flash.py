@@ -113,6 +113,8 @@ def _flash(args: argparse.Namespace) -> int:
             raise EmulatorError("--transport fops bypasses USB: -d/-a/--intf/--serial do not apply")
         if common.pop("leave") != "auto":
             raise EmulatorError("--transport fops ends with a system reset: --leave does not apply")
+        if common.pop("nrst"):
+            raise EmulatorError("--transport fops starts the flow itself: --nrst does not apply")
         outcome = fops_flash_and_boot(args.image, args.app, fops_address=args.fops, **common)
     else:
         outcome = flash_and_boot(args.image, args.app, **common)
@@ -147,6 +149,8 @@ def cmd_power_cut_sweep(args: argparse.Namespace) -> int:
         options = flow_options(args)
         if options.pop("leave") != "auto":
             raise EmulatorError("the power-cut sweep leaves DFU mode as the device asks: --leave does not apply")
+        if options.pop("nrst"):
+            raise EmulatorError("the power-cut sweep boots by power-on only: --nrst does not apply")
         with progress.task("power-cut sweep: reference download", unit="cuts") as cuts:
             def cut_done(trial: Trial) -> None:
                 cuts.update(completed=len(seen) + 1, description=f"power-cut sweep: {trial.point.label} "

@@ -357,6 +357,16 @@ class Machine:
         self._scan_traps()
         self._cpu_reset()
 
+    def press_reset_button(self, at_ns: int) -> None:
+        """Pull NRST low from outside at emulated time ``at_ns`` (a reset button, a debug probe's
+        reset line): a system reset whose only flag is PINRSTF (RM0008 §7.1.2, §7.3.10), which
+        bootloaders that enter DFU on a "reset pressed" tell apart from a power-on or a software
+        reset.  The press is outside the chip, so the chip's own resets before it keep it."""
+        def press() -> None:
+            self._reset_request = "pin"
+            self._request_stop()
+        self.scheduler.schedule(max(0, at_ns - self.scheduler.now_ns), press, "NRST", external=True)
+
     def _all_models(self) -> list[Peripheral]:
         seen: dict[int, Peripheral] = {}
         for model in [*self.models.values(), self.usb, self.usb_pma, self.flash]:

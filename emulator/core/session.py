@@ -40,6 +40,7 @@ class BoardOptions:
     flash_timing: str = "typical"
     pins: Sequence[PinSetting] = ()  # driven before power-on, after BOOT1 (so PB2 here wins)
     bkp: Sequence[BkpSetting] = ()  # backup registers as a battery kept them, over the state file's
+    nrst: Sequence[int] = ()  # emulated times after power-on at which the reset button is pressed
     uart_sinks: dict[int, Callable[[bytes], None]] = field(default_factory=dict)
 
 
@@ -107,6 +108,8 @@ def build_board(options: BoardOptions) -> Board:
     if options.flash_file is not None:
         machine.bkp.restore(state.backup_registers)
     apply_backup_registers(machine, options.bkp)
+    for at_ns in options.nrst:
+        machine.press_reset_button(at_ns)
     board = Board(machine, layout, options)
     _start_like_a_debugger(board)
     return board

@@ -22,6 +22,7 @@ class TimerEntry:
     callback: Callable[[], None] = field(compare=False)
     name: str = field(default="", compare=False)
     cancelled: bool = field(default=False, compare=False)
+    external: bool = field(default=False, compare=False)  # the world outside the chip: kept by clear()
 
 
 class Scheduler:
@@ -34,8 +35,12 @@ class Scheduler:
         self.activity = 0  # timers scheduled, cancelled or run: a loop that saw this change differs
 
     # -- scheduling ------------------------------------------------------------
-    def schedule(self, delay_ns: int, callback: Callable[[], None], name: str = "") -> TimerEntry:
-        entry = TimerEntry(self.now_ns + max(0, int(delay_ns)), next(self._seq), callback, name)
+    def schedule(self, delay_ns: int, callback: Callable[[], None], name: str = "", *,
+                 external: bool = False) -> TimerEntry:
+        """``external``: an event from outside the chip (a button pressed at a given time), which
+        the chip's own resets do not cancel."""
+        entry = TimerEntry(self.now_ns + max(0, int(delay_ns)), next(self._seq), callback, name,
+                           external=external)
         heapq.heappush(self._heap, entry)
         self.activity += 1
         return entry
@@ -86,5 +91,7 @@ class Scheduler:
         return max(1, -(-need // NS_PER_S))
 
     def clear(self) -> None:
-        self._heap.clear()
+        """A reset: every timer of the chip goes; the ones from outside it stay."""
+        self._heap = [e for e in self._heap if e.external and not e.cancelled]
+        heapq.heapify(self._heap)
         self.activity += 1

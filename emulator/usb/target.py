@@ -103,6 +103,7 @@ def _options_parser() -> argparse.ArgumentParser:
     p.add_argument("--boot1", type=parse_level, default=False)
     p.add_argument("--pin", action="append", default=[], type=parse_pin_setting)
     p.add_argument("--bkp", action="append", default=[], type=parse_bkp_setting)
+    p.add_argument("--nrst", action="append", default=[], type=parse_duration)
     p.add_argument("--app", action="append", default=[])
     p.add_argument("--flash", dest="flash_file")
     p.add_argument("--flash-timing", choices=("typical", "worst"), default="typical")
@@ -154,7 +155,7 @@ def _open_emulated(boot_image: str, options: Sequence[str]) -> EmulatedTarget:
         check_output_path(args.usb_pcap, "--usb-pcap")
     board = build_board(BoardOptions(image=boot_image, apps=args.app, chip=args.chip, boot1=args.boot1,
                                      strict=args.strict, flash_file=args.flash_file,
-                                     flash_timing=args.flash_timing, pins=args.pin, bkp=args.bkp))
+                                     flash_timing=args.flash_timing, pins=args.pin, bkp=args.bkp, nrst=args.nrst))
     return attach(board, pcap_path=args.usb_pcap, attach_timeout_ns=args.attach_timeout)
 
 
