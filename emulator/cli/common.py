@@ -70,18 +70,19 @@ def flow_options(args: argparse.Namespace) -> dict[str, object]:
             "leave": args.leave, "nrst": args.nrst}
 
 
-def add_trigger_arguments(p: argparse.ArgumentParser, *, after: bool = False) -> None:
+def add_trigger_arguments(p: argparse.ArgumentParser, *, after: bool = False, nrst: bool = True) -> None:
     """Boot triggers: pins held and backup registers set before power-on (and, with ``after``,
-    before the reboot that follows a download)."""
+    before the reboot that follows a download); with ``nrst``, reset-button presses."""
     p.add_argument("--pin", action="append", default=[], type=parse_pin_setting, metavar="PXn=high|low",
                    help="drive a GPIO pin from outside before power-on, e.g. PA0=high (a held button); "
                         "repeatable; --boot1 X is PB2=X")
     p.add_argument("--bkp", action="append", default=[], type=parse_bkp_setting, metavar="DRn=VALUE",
                    help="a backup data register's value at power-on, e.g. DR1=0x4F42 (what an application "
                         "writes before resetting into its bootloader); repeatable")
-    p.add_argument("--nrst", action="append", default=[], type=parse_duration, metavar="TIME",
-                   help="press the reset button (pull NRST low) at this emulated time after power-on, e.g. "
-                        "50ms: a pin reset, RCC_CSR.PINRSTF alone; repeatable (a double tap)")
+    if nrst:
+        p.add_argument("--nrst", action="append", default=[], type=parse_duration, metavar="TIME",
+                       help="press the reset button (pull NRST low) at this emulated time after power-on, "
+                            "e.g. 50ms: a pin reset, RCC_CSR.PINRSTF alone; repeatable (a double tap)")
     if not after:
         return
     p.add_argument("--pin-after", action="append", default=[], type=parse_pin_setting, metavar="PXn=high|low",
