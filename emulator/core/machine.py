@@ -188,9 +188,9 @@ class Machine:
 
     def _build_models(self) -> None:
         port = self.port
-        # The flash model owns the contents; Unicorn keeps its own copy at 0x0800_0000 and at
-        # the boot alias, refreshed on every change.  (With mem_map_ptr a store caught by the
-        # write-protection hook would still land in the shared buffer: measured, Unicorn 2.1.4.)
+        # The flash model owns the contents; Unicorn maps this very buffer at 0x0800_0000 and
+        # at the boot alias (see _map_memory), so a change needs no copy, only its translated
+        # code dropped.
         self.flash_storage = bytearray(b"\xff" * self.chip.flash_size)
         self.flash = FlashInterface(port, flash_base=self.chip.flash_base, flash_size=self.chip.flash_size,
                                     page_size=self.chip.page_size, storage=self.flash_storage,
@@ -236,9 +236,14 @@ class Machine:
         self._st = self.engine.state
         self.loops = LoopDetector(self)
         rx = UC_PROT_READ | UC_PROT_EXEC
-        uc.mem_map(chip.flash_base, chip.flash_size, rx)
-        if not self.boot0:
-            uc.mem_map(BOOT_ALIAS_BASE, chip.flash_size, rx)
+        # Both views share the model's buffer (held exported, so it can never be reallocated).
+        # mem_map_ptr alone leaves the region writable to the CPU: a store the write-protection
+        # hook accepted would land in the buffer (measured, Unicorn 2.1.4); mem_protect makes it
+        # read-only like mem_map's, so such a store is dropped and only the model writes flash.
+        self._flash_view = (ctypes.c_char * chip.flash_size).from_buffer(self.flash_storage)
+        for base in [chip.flash_base] + ([] if self.boot0 else [BOOT_ALIAS_BASE]):
+            uc.mem_map_ptr(base, chip.flash_size, rx, ctypes.addressof(self._flash_view))
+            uc.mem_protect(base, chip.flash_size, rx)
         self._flash_changed(0, chip.flash_size)
         uc.mem_map(chip.sram_base, chip.sram_size, UC_PROT_ALL)
         uc.mmio_map(SYSTEM_MEMORY_BASE, mm.SYSTEM_BLOCK_SIZE, self._mmio_read(self._system_read),
@@ -1139,11 +1144,9 @@ class Machine:
         self._st.deadline = 0
 
     def _flash_changed(self, offset: int, length: int) -> None:
-        data = bytes(self.flash_storage[offset:offset + length])
-        bases = [self.chip.flash_base] + ([] if self.boot0 else [BOOT_ALIAS_BASE])
-        for base in bases:
-            self.uc.mem_write(base + offset, data)
-            # Translated code from the old bytes must go, at both addresses (docs/ARCHITECTURE.md, Unicorn notes).
+        # The CPU already reads the new bytes (the buffer is mapped, see _map_memory); translated
+        # code from the old bytes must go, at both addresses (docs/ARCHITECTURE.md, Unicorn notes).
+        for base in [self.chip.flash_base] + ([] if self.boot0 else [BOOT_ALIAS_BASE]):
             self.uc.ctl_remove_cache(base + offset, base + offset + length)
         self.engine.code_changed()
         self.flash_writes += 1
