@@ -157,13 +157,21 @@ def _epr(n: int) -> Register:
     )
 
 
+def _crc16_byte(crc: int) -> int:
+    for _ in range(8):
+        crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+_CRC16_TABLE = [_crc16_byte(i) for i in range(256)]  # the eight shifts of one byte, precomputed
+
+
 def usb_crc16(data: bytes) -> int:
     """CRC16 of a USB data packet (USB 2.0 §8.3.5.2: x^16+x^15+x^2+1, reflected)."""
     crc = 0xFFFF
+    table = _CRC16_TABLE
     for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
     return crc ^ 0xFFFF
 
 
