@@ -363,7 +363,7 @@ class FlashInterface(Peripheral):
         self._register_write(offset, size, value)
 
     def _register_write(self, offset: int, size: int, value: int) -> None:
-        if offset == 0x10 and self.field("CR", "LOCK"):
+        if offset == 0x10 and self.values["CR"] & _CR_LOCK:
             self._write_locked_cr(size, value)
             return
         super().write(offset, size, value)

@@ -45,6 +45,7 @@ from unicorn import (
     UcError,
 )
 from unicorn import arm_const as A
+from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE
 from unicorn.unicorn_py3.unicorn import HOOK_INTR_CFUNC, MMIO_READ_CFUNC, MMIO_WRITE_CFUNC, uclib
 
 from emulator.core import insn_traps
@@ -87,6 +88,7 @@ EXC_RETURNS = (0xFFFFFFF1, 0xFFFFFFF9, 0xFFFFFFFD)
 # QEMU exception numbers Unicorn passes to UC_HOOK_INTR (target/arm/cpu.h EXCP_*).
 _EXCP_PREFETCH_ABORT, _EXCP_DATA_ABORT, _EXCP_EXCEPTION_EXIT, _EXCP_NOCP = 3, 4, 8, 17
 CALL_RETURN = 0xF000_0000  # unmapped: a fetch here means a function called by call_function returned
+_CTL_REMOVE_CACHE = UC_CTL_IO_WRITE << 30 | 2 << 26 | UC_CTL_TB_REMOVE_CACHE  # uc_ctl's encoding, 2 args
 _CONTEXT_REGS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
     A.UC_ARM_REG_MSP, A.UC_ARM_REG_PSP, A.UC_ARM_REG_LR, A.UC_ARM_REG_PC, A.UC_ARM_REG_XPSR,
     A.UC_ARM_REG_PRIMASK, A.UC_ARM_REG_BASEPRI, A.UC_ARM_REG_FAULTMASK)
@@ -1146,8 +1148,13 @@ class Machine:
     def _flash_changed(self, offset: int, length: int) -> None:
         # The CPU already reads the new bytes (the buffer is mapped, see _map_memory); translated
         # code from the old bytes must go, at both addresses (docs/ARCHITECTURE.md, Unicorn notes).
+        uch = self.uc._uch
         for base in [self.chip.flash_base] + ([] if self.boot0 else [BOOT_ALIAS_BASE]):
-            self.uc.ctl_remove_cache(base + offset, base + offset + length)
+            # ctl_remove_cache without the binding's layers: two per half-word programmed.
+            status = uclib.uc_ctl(uch, _CTL_REMOVE_CACHE, ctypes.c_uint64(base + offset),
+                                  ctypes.c_uint64(base + offset + length))
+            if status:
+                raise UcError(status)
         self.engine.code_changed()
         self.flash_writes += 1
 
