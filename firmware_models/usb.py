@@ -200,6 +200,9 @@ class UsbPacketMemory(Peripheral):
 
     # -- CPU side: offset is relative to 0x4000_6000 ----------------------------
     def read(self, offset: int, size: int) -> int:
+        if not offset & 3 and size != 1:  # the common word/half-word access: the half-word behind it
+            o = offset >> 1
+            return self.data[o] | self.data[o + 1] << 8
         value = 0
         for i in range(size):
             o = offset + i
@@ -208,6 +211,11 @@ class UsbPacketMemory(Peripheral):
         return value
 
     def write(self, offset: int, size: int, value: int) -> None:
+        if not offset & 3 and size != 1:
+            o = offset >> 1
+            self.data[o] = value & 0xFF
+            self.data[o + 1] = (value >> 8) & 0xFF
+            return
         for i in range(size):
             o = offset + i
             if o % 4 < 2:
@@ -227,9 +235,14 @@ class UsbPacketMemory(Peripheral):
         self.data[o + 1] = (value >> 8) & 0xFF
 
     def load(self, o: int, n: int) -> bytes:
+        if o >= 0 and o + n <= PMA_BYTES:
+            return bytes(self.data[o:o + n])
         return bytes(self.data[(o + i) % PMA_BYTES] for i in range(n))
 
     def store(self, o: int, payload: bytes) -> None:
+        if o >= 0 and o + len(payload) <= PMA_BYTES:
+            self.data[o:o + len(payload)] = payload
+            return
         for i, b in enumerate(payload):
             self.data[(o + i) % PMA_BYTES] = b
 
