@@ -2,8 +2,8 @@
 
 PM0075 (the STM32F10xxx flash programming manual) is the authority for
 program/erase behaviour; RM0008 gives the register map.  The model owns the
-main flash array (``storage``, which the machine maps into the CPU and
-re-syncs through ``on_change``) and the 16 option bytes at 0x1FFF_F800.
+main flash array (``storage``, which the machine maps into the CPU as it is and
+is told of each change through ``on_change``) and the 16 option bytes at 0x1FFF_F800.
 
 What the manuals say, and what the model does
 ---------------------------------------------
