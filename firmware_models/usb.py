@@ -730,8 +730,9 @@ class UsbDevice(Peripheral):
         lp = bool(self.values["ISTR"] & cntr & _ISTR_EVENTS)
         hp = False
         if cntr & _CTRM:
-            for n in range(NUM_ENDPOINTS):
-                epr = self.values[f"EP{n}R"]
+            values = self.values
+            for name in _EPR_NAMES:
+                epr = values[name]
                 if not epr & (_CTR_RX | _CTR_TX):
                     continue
                 ep_type = (epr & _EP_TYPE) >> 9
@@ -745,6 +746,9 @@ class UsbDevice(Peripheral):
             if self._irq_levels[irq] != level:
                 self._irq_levels[irq] = level
                 self.port.set_irq(irq, level)
+
+
+_EPR_NAMES = tuple(f"EP{n}R" for n in range(NUM_ENDPOINTS))
 
 
 def _make_epr_hook(n: int) -> Callable[[UsbDevice, int, int, int], None]:
