@@ -2,8 +2,8 @@
 
 PM0075 (the STM32F10xxx flash programming manual) is the authority for
 program/erase behaviour; RM0008 gives the register map.  The model owns the
-main flash array (``storage``, which the machine maps into the CPU and
-re-syncs through ``on_change``) and the 16 option bytes at 0x1FFF_F800.
+main flash array (``storage``, which the machine maps into the CPU as it is and
+is told of each change through ``on_change``) and the 16 option bytes at 0x1FFF_F800.
 
 What the manuals say, and what the model does
 ---------------------------------------------
@@ -114,6 +114,12 @@ RDP_PROTECTED_BYTES = 4096  # first 4 KiB write-protected while RDP is active (P
 
 # As shipped by ST: no read protection, every option at its default, no WRP.
 FACTORY_OPTION_BYTES = bytes([RDP_UNPROTECT, 0x5A] + [0xFF, 0x00] * 7)
+
+# Bits the hot paths (one CR write, store and completion per half-word programmed) test
+# directly; the same fields as the register table below.
+_CR_PG, _CR_STRT, _CR_LOCK, _CR_OPTPG, _CR_OPTWRE = 1 << 0, 1 << 6, 1 << 7, 1 << 4, 1 << 9
+_SR_BSY, _SR_EOP = 1 << 0, 1 << 5
+_OBR_RDPRT = 1 << 1
 
 # Option byte offsets (each a half-word: value, then complement).
 OB_RDP, OB_USER, OB_DATA0, OB_DATA1, OB_WRP0, OB_WRP1, OB_WRP2, OB_WRP3 = range(0, 16, 2)
@@ -267,9 +273,10 @@ class FlashInterface(Peripheral):
 
     def page_write_protected(self, page: int) -> bool:
         """True if program/page erase of ``page`` is refused (loaded WRPR, or RDP's first 4 KiB)."""
-        if not (self["WRPR"] >> self.wrp_bit(page)) & 1:
+        values = self.values
+        if not (values["WRPR"] >> self.wrp_bit(page)) & 1:
             return True
-        return bool(self.field("OBR", "RDPRT")) and page * self.page_size < RDP_PROTECTED_BYTES
+        return bool(values["OBR"] & _OBR_RDPRT) and page * self.page_size < RDP_PROTECTED_BYTES
 
     # -- option bytes ---------------------------------------------------------------
     @staticmethod
@@ -356,7 +363,7 @@ class FlashInterface(Peripheral):
         self._register_write(offset, size, value)
 
     def _register_write(self, offset: int, size: int, value: int) -> None:
-        if offset == 0x10 and self.field("CR", "LOCK"):
+        if offset == 0x10 and self.values["CR"] & _CR_LOCK:
             self._write_locked_cr(size, value)
             return
         super().write(offset, size, value)
@@ -418,22 +425,17 @@ class FlashInterface(Peripheral):
             self.port.event("flash_option_unlock")
 
     def _cr_written(self, old: int, new: int, raw: int) -> None:
-        cr = self.register("CR")
-        lock = cr.field("LOCK")
-        strt = cr.field("STRT")
-        optwre = cr.field("OPTWRE")
         # STRT is set by software and cleared by hardware only; LOCK is set only.
-        if strt.get(old):
-            new = strt.put(new, 1)
+        if old & _CR_STRT:
+            new |= _CR_STRT
         now, pc = self.port.now_ns(), self.port.pc()
-        if lock.get(raw) and not lock.get(old):
+        if raw & _CR_LOCK and not old & _CR_LOCK:
             self.journal.add(fj.LOCK, now, pc)
             self.port.event("flash_lock")
-        if optwre.get(old) and not optwre.get(new):
+        if old & _CR_OPTWRE and not new & _CR_OPTWRE:
             self.journal.add(fj.OPTION_LOCK, now, pc)
-        new = lock.put(new, lock.get(old) | lock.get(raw))
-        self["CR"] = new
-        if strt.get(raw) and not strt.get(old):
+        self.values["CR"] = new = (new & ~_CR_LOCK) | ((old | raw) & _CR_LOCK)
+        if raw & _CR_STRT and not old & _CR_STRT:
             self._start(now, pc)
         self._update_irq()
 
@@ -506,7 +508,7 @@ class FlashInterface(Peripheral):
         in_option = OPTION_BYTES_BASE <= address < OPTION_BYTES_BASE + OPTION_BYTES_SIZE
         if not (in_main or in_option):
             raise BusError(address, "store outside main flash and option bytes")
-        programming = self.field("CR", "OPTPG") if in_option else self.field("CR", "PG")
+        programming = self.values["CR"] & (_CR_OPTPG if in_option else _CR_PG)
         if programming and (size != 2 or address & 1):
             # PM0075 §2.3.3: "Any attempt to write data that are not half-word long will
             # result in a bus error response from the FPEC."  An unaligned half-word reaches
@@ -524,8 +526,9 @@ class FlashInterface(Peripheral):
         now, pc = self.port.now_ns(), self.port.pc()
         in_option = address >= OPTION_BYTES_BASE
         bit = "OPTPG" if in_option else "PG"
-        if self.field("CR", "LOCK") or not self.field("CR", bit):
-            why = "FPEC locked" if self.field("CR", "LOCK") else f"CR.{bit} clear"
+        cr = self.values["CR"]
+        if cr & _CR_LOCK or not cr & (_CR_OPTPG if in_option else _CR_PG):
+            why = "FPEC locked" if cr & _CR_LOCK else f"CR.{bit} clear"
             self.journal.add(fj.IGNORED_STORE, now, pc, address=address, length=size, value=value, reason=why)
             self.port.guest_error(self.name, f"store of 0x{value:X} to 0x{address:08X} ignored: {why}")
             return
@@ -546,7 +549,8 @@ class FlashInterface(Peripheral):
             self._error("WRPRTERR", now, pc, f"program of write-protected page {page}",
                         address=address, length=2, value=value)
             return
-        old = int.from_bytes(self.storage[offset:offset + 2], "little")
+        storage = self.storage
+        old = storage[offset] | storage[offset + 1] << 8
         if old != 0xFFFF and value != 0x0000:
             # PM0075 §2.3.3: not erased -> program skipped, PGERR (0x0000 is the exception).
             self._error("PGERR", now, pc, f"program of 0x{value:04X} over 0x{old:04X} at 0x{address:08X}",
@@ -592,7 +596,7 @@ class FlashInterface(Peripheral):
         op = _Operation(kind, now, now + duration, pc, None, area, offset, len(new), old, new,
                         journal_address, erase_ns, detail)
         self._op = op
-        self.set_field("SR", "BSY", 1)
+        self.values["SR"] |= _SR_BSY
         op.timer = self.port.schedule(duration, self._complete, f"{self.name}.{kind}")
         self.port.stall_until(op.due_ns)
         for listener in self.operation_listeners:
@@ -624,17 +628,16 @@ class FlashInterface(Peripheral):
                              old=old, new=new, end_ns=op.start_ns + op.erase_ns, cause="RDP unprotection")
         self._write_area(op.area, op.offset, op.new)
         self._journal_op(op, op.new, self.port.now_ns())
-        self.set_field("SR", "BSY", 0)
-        self.set_field("CR", "STRT", 0)
-        self.set_field("SR", "EOP", 1)
+        values = self.values
+        values["SR"] = (values["SR"] & ~_SR_BSY) | _SR_EOP
+        values["CR"] &= ~_CR_STRT
         self._update_irq()
         for listener in self.operation_listeners:
             listener("complete", op)
         self._run_deferred()  # may start the next operation: after this one is reported
 
     def _journal_op(self, op: _Operation, new: bytes, end_ns: int, **extra: Any) -> None:
-        detail = dict(op.detail or {})
-        detail.update(extra)
+        detail = {**op.detail, **extra} if op.detail else extra
         if op.kind == fj.OUT_OF_RANGE_ERASE:
             self.journal.add(op.kind, op.start_ns, op.pc, address=op.journal_address, length=self.page_size,
                              end_ns=end_ns, **detail)

@@ -157,13 +157,21 @@ def _epr(n: int) -> Register:
     )
 
 
+def _crc16_byte(crc: int) -> int:
+    for _ in range(8):
+        crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+_CRC16_TABLE = [_crc16_byte(i) for i in range(256)]  # the eight shifts of one byte, precomputed
+
+
 def usb_crc16(data: bytes) -> int:
     """CRC16 of a USB data packet (USB 2.0 §8.3.5.2: x^16+x^15+x^2+1, reflected)."""
     crc = 0xFFFF
+    table = _CRC16_TABLE
     for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
     return crc ^ 0xFFFF
 
 
@@ -192,6 +200,9 @@ class UsbPacketMemory(Peripheral):
 
     # -- CPU side: offset is relative to 0x4000_6000 ----------------------------
     def read(self, offset: int, size: int) -> int:
+        if not offset & 3 and size != 1:  # the common word/half-word access: the half-word behind it
+            o = offset >> 1
+            return self.data[o] | self.data[o + 1] << 8
         value = 0
         for i in range(size):
             o = offset + i
@@ -200,6 +211,11 @@ class UsbPacketMemory(Peripheral):
         return value
 
     def write(self, offset: int, size: int, value: int) -> None:
+        if not offset & 3 and size != 1:
+            o = offset >> 1
+            self.data[o] = value & 0xFF
+            self.data[o + 1] = (value >> 8) & 0xFF
+            return
         for i in range(size):
             o = offset + i
             if o % 4 < 2:
@@ -219,9 +235,14 @@ class UsbPacketMemory(Peripheral):
         self.data[o + 1] = (value >> 8) & 0xFF
 
     def load(self, o: int, n: int) -> bytes:
+        if o >= 0 and o + n <= PMA_BYTES:
+            return bytes(self.data[o:o + n])
         return bytes(self.data[(o + i) % PMA_BYTES] for i in range(n))
 
     def store(self, o: int, payload: bytes) -> None:
+        if o >= 0 and o + len(payload) <= PMA_BYTES:
+            self.data[o:o + len(payload)] = payload
+            return
         for i, b in enumerate(payload):
             self.data[(o + i) % PMA_BYTES] = b
 
@@ -709,8 +730,9 @@ class UsbDevice(Peripheral):
         lp = bool(self.values["ISTR"] & cntr & _ISTR_EVENTS)
         hp = False
         if cntr & _CTRM:
-            for n in range(NUM_ENDPOINTS):
-                epr = self.values[f"EP{n}R"]
+            values = self.values
+            for name in _EPR_NAMES:
+                epr = values[name]
                 if not epr & (_CTR_RX | _CTR_TX):
                     continue
                 ep_type = (epr & _EP_TYPE) >> 9
@@ -724,6 +746,9 @@ class UsbDevice(Peripheral):
             if self._irq_levels[irq] != level:
                 self._irq_levels[irq] = level
                 self.port.set_irq(irq, level)
+
+
+_EPR_NAMES = tuple(f"EP{n}R" for n in range(NUM_ENDPOINTS))
 
 
 def _make_epr_hook(n: int) -> Callable[[UsbDevice, int, int, int], None]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from emulator.core.chips import get_chip
+from emulator.core.machine import Machine
 from emulator.core.port import SimPort
 from firmware_models import flash_journal as fj
 from firmware_models.flash import (
@@ -21,6 +25,7 @@ from firmware_models.flash import (
     option_halfword,
 )
 from firmware_models.regs import BusError
+from tests.thumb import B_SELF, image, with_pool
 
 ACR, KEYR, OPTKEYR, SR, CR, AR, OBR, WRPR = 0x00, 0x04, 0x08, 0x0C, 0x10, 0x14, 0x1C, 0x20
 BSY, PGERR, WRPRTERR, EOP = 1 << 0, 1 << 2, 1 << 4, 1 << 5
@@ -885,3 +890,24 @@ def test_system_reset_during_a_page_erase_interrupts_it_like_a_power_cut() -> No
     assert f.storage[256] == 0
     assert f.read(SR, 4) == 0
     assert f.read(CR, 4) == LOCK
+
+
+# -- the CPU's view of flash (the model's buffer mapped into Unicorn read-only) ------------------
+
+
+def test_a_store_the_fpec_ignores_leaves_the_cpus_view_of_flash_unchanged_at_both_addresses() -> None:
+    strh_r1_r0, ldrh_r2_r0, str_r2_r3, ldrh_r2_r4, str_r2_r3_4 = (
+        struct.pack("<H", h) for h in (0x8001, 0x8802, 0x601A, 0x8822, 0x605A))
+    code = with_pool([("ldr", 0, 0), ("ldr", 1, 1), ("ldr", 3, 2), ("ldr", 4, 3),
+                      strh_r1_r0,  # PG clear: the FPEC drops the store (PM0075 §2.3.3)
+                      ldrh_r2_r0, str_r2_r3, ldrh_r2_r4, str_r2_r3_4, B_SELF],
+                     [0x0800_1000, 0x1234, 0x2000_0000, 0x0000_1000])
+    m = Machine(get_chip("rc"))
+    m.load_flash(image(code))
+    m.power_on()
+    m.run(max_ns=1_000_000)
+    assert m.read_word(0x2000_0000) == 0xFFFF  # read back at 0x0800_1000
+    assert m.read_word(0x2000_0004) == 0xFFFF  # and at the boot alias
+    assert m.read_flash(0x0800_1000, 2) == b"\xff\xff"
+    m.load_flash(b"\x34\x12", 0x1000)  # a change of the model's array reaches both views at once
+    assert bytes(m.uc.mem_read(0x0800_1000, 2)) == bytes(m.uc.mem_read(0x0000_1000, 2)) == b"\x34\x12"

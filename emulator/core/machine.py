@@ -45,6 +45,7 @@ from unicorn import (
     UcError,
 )
 from unicorn import arm_const as A
+from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE
 from unicorn.unicorn_py3.unicorn import HOOK_INTR_CFUNC, MMIO_READ_CFUNC, MMIO_WRITE_CFUNC, uclib
 
 from emulator.core import insn_traps
@@ -87,6 +88,7 @@ EXC_RETURNS = (0xFFFFFFF1, 0xFFFFFFF9, 0xFFFFFFFD)
 # QEMU exception numbers Unicorn passes to UC_HOOK_INTR (target/arm/cpu.h EXCP_*).
 _EXCP_PREFETCH_ABORT, _EXCP_DATA_ABORT, _EXCP_EXCEPTION_EXIT, _EXCP_NOCP = 3, 4, 8, 17
 CALL_RETURN = 0xF000_0000  # unmapped: a fetch here means a function called by call_function returned
+_CTL_REMOVE_CACHE = UC_CTL_IO_WRITE << 30 | 2 << 26 | UC_CTL_TB_REMOVE_CACHE  # uc_ctl's encoding, 2 args
 _CONTEXT_REGS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
     A.UC_ARM_REG_MSP, A.UC_ARM_REG_PSP, A.UC_ARM_REG_LR, A.UC_ARM_REG_PC, A.UC_ARM_REG_XPSR,
     A.UC_ARM_REG_PRIMASK, A.UC_ARM_REG_BASEPRI, A.UC_ARM_REG_FAULTMASK)
@@ -188,9 +190,9 @@ class Machine:
 
     def _build_models(self) -> None:
         port = self.port
-        # The flash model owns the contents; Unicorn keeps its own copy at 0x0800_0000 and at
-        # the boot alias, refreshed on every change.  (With mem_map_ptr a store caught by the
-        # write-protection hook would still land in the shared buffer: measured, Unicorn 2.1.4.)
+        # The flash model owns the contents; Unicorn maps this very buffer at 0x0800_0000 and
+        # at the boot alias (see _map_memory), so a change needs no copy, only its translated
+        # code dropped.
         self.flash_storage = bytearray(b"\xff" * self.chip.flash_size)
         self.flash = FlashInterface(port, flash_base=self.chip.flash_base, flash_size=self.chip.flash_size,
                                     page_size=self.chip.page_size, storage=self.flash_storage,
@@ -238,9 +240,14 @@ class Machine:
         self._st = self.engine.state
         self.loops = LoopDetector(self)
         rx = UC_PROT_READ | UC_PROT_EXEC
-        uc.mem_map(chip.flash_base, chip.flash_size, rx)
-        if not self.boot0:
-            uc.mem_map(BOOT_ALIAS_BASE, chip.flash_size, rx)
+        # Both views share the model's buffer (held exported, so it can never be reallocated).
+        # mem_map_ptr alone leaves the region writable to the CPU: a store the write-protection
+        # hook accepted would land in the buffer (measured, Unicorn 2.1.4); mem_protect makes it
+        # read-only like mem_map's, so such a store is dropped and only the model writes flash.
+        self._flash_view = (ctypes.c_char * chip.flash_size).from_buffer(self.flash_storage)
+        for base in [chip.flash_base] + ([] if self.boot0 else [BOOT_ALIAS_BASE]):
+            uc.mem_map_ptr(base, chip.flash_size, rx, ctypes.addressof(self._flash_view))
+            uc.mem_protect(base, chip.flash_size, rx)
         self._flash_changed(0, chip.flash_size)
         uc.mem_map(chip.sram_base, chip.sram_size, UC_PROT_ALL)
         uc.mmio_map(SYSTEM_MEMORY_BASE, mm.SYSTEM_BLOCK_SIZE, self._mmio_read(self._system_read),
@@ -1151,12 +1158,15 @@ class Machine:
         self._st.deadline = 0
 
     def _flash_changed(self, offset: int, length: int) -> None:
-        data = bytes(self.flash_storage[offset:offset + length])
-        bases = [self.chip.flash_base] + ([] if self.boot0 else [BOOT_ALIAS_BASE])
-        for base in bases:
-            self.uc.mem_write(base + offset, data)
-            # Translated code from the old bytes must go, at both addresses (docs/ARCHITECTURE.md, Unicorn notes).
-            self.uc.ctl_remove_cache(base + offset, base + offset + length)
+        # The CPU already reads the new bytes (the buffer is mapped, see _map_memory); translated
+        # code from the old bytes must go, at both addresses (docs/ARCHITECTURE.md, Unicorn notes).
+        uch = self.uc._uch
+        for base in [self.chip.flash_base] + ([] if self.boot0 else [BOOT_ALIAS_BASE]):
+            # ctl_remove_cache without the binding's layers: two per half-word programmed.
+            status = uclib.uc_ctl(uch, _CTL_REMOVE_CACHE, ctypes.c_uint64(base + offset),
+                                  ctypes.c_uint64(base + offset + length))
+            if status:
+                raise UcError(status)
         self.engine.code_changed()
         self.flash_writes += 1
 

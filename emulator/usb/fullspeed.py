@@ -15,6 +15,8 @@ answer gives up after ``HOST_TIMEOUT_BITS`` (16-18 bit times).
 
 from __future__ import annotations
 
+import functools
+
 from firmware_models.usb import DataPid, usb_crc16
 
 BIT_NS = 1000 / 12
@@ -31,20 +33,44 @@ PID_DATA = {DataPid.DATA0: 0xC3, DataPid.DATA1: 0x4B}
 _SYNC = 0x80  # KJKJKJKK: seven 0 bits then a 1, sent LSB first
 
 
+def _stuff_bits(value: int, width: int, ones: int) -> tuple[int, int]:
+    """Bits on the wire for one ``width``-bit field sent LSB first after a run of ``ones``
+    1 bits, with stuffing; and the run of 1 bits it ends with."""
+    total = 0
+    for i in range(width):
+        total += 1
+        if (value >> i) & 1:
+            ones += 1
+            if ones == 6:
+                total += 1  # the stuffed 0
+                ones = 0
+        else:
+            ones = 0
+    return total, ones
+
+
+# (run of 1s before, byte) -> (bits on the wire, run of 1s after): a data packet is counted a
+# byte at a time (runs never reach 6: the stuffed 0 ends them).
+_BYTE_STUFFING = [[_stuff_bits(byte, 8, ones) for byte in range(256)] for ones in range(6)]
+
+
 def _stuffed_length(fields: list[tuple[int, int]]) -> int:
     """Bits on the wire for (value, width) fields sent LSB first, with stuffing, without EOP."""
     total = ones = 0
     for value, width in fields:
-        for i in range(width):
-            total += 1
-            if (value >> i) & 1:
-                ones += 1
-                if ones == 6:
-                    total += 1  # the stuffed 0
-                    ones = 0
-            else:
-                ones = 0
+        n, ones = _stuff_bits(value, width, ones)
+        total += n
     return total
+
+
+def _stuffed_payload(ones: int, payload: bytes) -> tuple[int, int]:
+    """Bits on the wire for ``payload``'s bytes after a run of ``ones`` 1 bits, and the run after."""
+    total = 0
+    table = _BYTE_STUFFING
+    for byte in payload:
+        n, ones = table[ones][byte]
+        total += n
+    return total, ones
 
 
 def ns(bits: float) -> int:
@@ -52,6 +78,7 @@ def ns(bits: float) -> int:
     return round(bits * BIT_NS)
 
 
+@functools.lru_cache(maxsize=256)
 def token_bits(pid: int, addr: int, ep: int) -> int:
     """SETUP / OUT / IN / SOF token: SYNC, PID, 7-bit address, 4-bit endpoint, CRC5, EOP (35+ bits)."""
     return _stuffed_length([(_SYNC, 8), (pid, 8), (addr & 0x7F | (ep & 0xF) << 7, 11)]) + 5 + EOP_BITS
@@ -60,8 +87,11 @@ def token_bits(pid: int, addr: int, ep: int) -> int:
 def data_bits(pid: DataPid, payload: bytes) -> int:
     """DATA0/DATA1 packet carrying ``payload``: 35 + 8·n bits before stuffing."""
     crc = usb_crc16(payload)
-    fields = [(_SYNC, 8), (PID_DATA[DataPid(pid)], 8)] + [(b, 8) for b in payload] + [(crc, 16)]
-    return _stuffed_length(fields) + EOP_BITS
+    total, ones = _stuffed_payload(0, bytes((_SYNC, PID_DATA[DataPid(pid)])))
+    n, ones = _stuffed_payload(ones, payload)
+    total += n
+    n, ones = _stuffed_payload(ones, crc.to_bytes(2, "little"))  # the CRC16 is sent LSB first too
+    return total + n + EOP_BITS
 
 
 def sof_ns() -> int:
