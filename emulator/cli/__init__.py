@@ -27,6 +27,7 @@ from emulator.core.arguments import OneLineParser, UsageError
 from emulator.core.machine import EmulatorError
 from emulator.core.outputs import check_output_path
 from emulator.core.port import StrictModeError
+from emulator.gdb.session import DebuggerGone
 from emulator.usb.host import UsbError
 from hostside.dfu import DfuException
 
@@ -134,6 +135,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return _error(f"USB/DFU: {type(e).__name__}: {e}", EXIT_FAILED)
     except StrictModeError as e:
         return _error(f"--strict: {e}", EXIT_FAILED)
+    except DebuggerGone as e:
+        return _error(f"--gdb: {e}", EXIT_FAILED)
     except KeyboardInterrupt:
         return _error("interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:

@@ -402,13 +402,11 @@ class Connection:
         return self._poll_interrupt()
 
     def _poll_interrupt(self) -> bool:
-        self.sock.setblocking(False)
+        # One non-blocking recv: polled at every pass of the machine's loop while it runs.
         try:
-            data = self.sock.recv(4096)
+            data: bytes | None = self.sock.recv(4096, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             data = None
-        finally:
-            self.sock.setblocking(True)
         if data == b"":
             raise ConnectionResetError("the debugger closed the connection")
         if data:
