@@ -52,3 +52,18 @@ def attach_for_run(session: DebugSession, board: Board, break_on_jump: bool) -> 
     if reset is None:
         raise EmulatorError(f"--break-on-jump: {app.path} has no reset vector at 0x{app.vector_table_address + 4:08X}")
     session.break_at(reset, f"the jump into {app.path.name if hasattr(app.path, 'name') else app.path}")
+
+
+def attach_for_flash(session: DebugSession, break_on_jump: bool):  # noqa: ANN201 - a flash_and_boot callback
+    """``flash``: the flow's board under the debugger from its power-on; --break-on-jump halts where the
+    flow sees the bootloader jump into the application; ``monitor findings`` runs the jump checks."""
+    from emulator.bootflow.checks import jump_findings
+
+    def on_outcome(outcome) -> None:  # noqa: ANN001 - FlashOutcome
+        session.attach(outcome.board)
+        session.outcome = outcome
+        chip = outcome.board.machine.chip
+        session.findings = lambda o: [f"{f.id}: {f.title}  {f.evidence}" for f in jump_findings(o, chip)]
+        if break_on_jump:
+            session.break_on_jump_event()
+    return on_outcome

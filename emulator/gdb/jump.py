@@ -22,7 +22,7 @@ def jump_state_text(m: Machine, address: int, why: str) -> str:
     vtor = ctl.vtor
     table = m.read_word(vtor + 4) if _readable(m, vtor + 4) else None
     lines = [
-        f"halted at {m.symbol(address)} (0x{address:08X}): the first instruction after {why}, "
+        f"halted at {_where(m, address)}: the first instruction after {why}, "
         f"{m.now_ns / 1e6:.3f} ms emulated, {m.instructions} instructions",
         f"  MSP        0x{m.reg('msp'):08X}   PRIMASK {m.reg('primask') & 1}   CONTROL {m.reg('control') & 3}",
         f"  VTOR       0x{vtor:08X}" + ("" if table is None else
@@ -41,3 +41,8 @@ def jump_state_text(m: Machine, address: int, why: str) -> str:
 def _readable(m: Machine, address: int) -> bool:
     return m.chip.in_flash(address, 4) or m.chip.in_sram(address, 4) or (
         not m.boot0 and 0 <= address < m.chip.flash_size - 4)
+
+
+def _where(m: Machine, address: int) -> str:
+    name = m.symbol(address)
+    return name if name.startswith("0x") else f"{name} (0x{address:08X})"

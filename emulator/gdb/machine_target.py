@@ -96,7 +96,7 @@ class MachineTarget:
     def __init__(self, machine: Machine, monitor: Callable[[str], str] | None = None) -> None:
         self.m = machine
         self._monitor = monitor
-        self.breakpoints: set[int] = set()
+        self.breakpoints: dict[int, int] = {}  # address -> kind (0 software, 1 hardware, as GDB asked)
         self._code_hooks: dict[int, int] = {}  # address -> Unicorn hook handle (breakpoints, one-shots)
         self.watches: dict[tuple[int, int, int], _Watch] = {}
         self.stop_pending: Stop | None = None
@@ -106,6 +106,7 @@ class MachineTarget:
         self._flash_touched: list[tuple[int, int]] = []
         self.one_shot: dict[int, Callable[[], str]] = {}  # address -> console message: internal breakpoints
         self._step_seen = 0
+        self.describe_stop: Callable[[], str] | None = None  # the console text of stop_pending, made once halted
 
     # -- registers --------------------------------------------------------------------------
     def registers(self) -> list[int]:
@@ -326,10 +327,10 @@ class MachineTarget:
         if kind in (0, 1):
             address &= ~1
             if on:
-                self.breakpoints.add(address)
+                self.breakpoints[address] = kind
                 self._hook_at(address)
             else:
-                self.breakpoints.discard(address)
+                self.breakpoints.pop(address, None)
             return True
         if kind in WATCH_KINDS:
             key = (kind, address, length)
@@ -401,9 +402,12 @@ class MachineTarget:
                 return
             message = self.one_shot.pop(address, None)
             if message is not None:
-                self.stop_here(address, Stop(SIGTRAP, "hwbreak:", message=message()))
+                # No breakpoint of GDB's is there: a plain SIGTRAP (a swbreak/hwbreak stop at an
+                # address without one GDB takes for a removed breakpoint and resumes).
+                self.stop_here(address, Stop(SIGTRAP))
+                self.describe_stop = message
             elif address in self.breakpoints:
-                self.stop_here(address, Stop(SIGTRAP, "hwbreak:"))
+                self.stop_here(address, Stop(SIGTRAP, "hwbreak:" if self.breakpoints[address] else "swbreak:"))
         except Exception as e:  # noqa: BLE001 - must not unwind through Unicorn's C frames
             self.m._hook_failed(e)  # noqa: SLF001
 

@@ -115,8 +115,9 @@ class DebugSession:
                 armed[0] = False
                 address = data["address"] & ~1
                 # The flow's hook runs in front of that instruction: stop there (not executed).
-                target.stop_here(address, Stop(SIGTRAP, "hwbreak:",
-                                               message=jump_state_text(m, address, "the bootloader's jump")))
+                target.stop_here(address, Stop(SIGTRAP))
+                # Described once halted, when the instruction count is complete (not mid-slice).
+                target.describe_stop = lambda: jump_state_text(m, address, "the bootloader's jump")
         port.event = event  # type: ignore[method-assign]
 
     # -- the machine's supervisor ------------------------------------------------------------
@@ -128,6 +129,8 @@ class DebugSession:
             self._halt(None)
             return
         stop = t.stop_pending
+        if stop is not None and t.describe_stop is not None:
+            stop.message, t.describe_stop = t.describe_stop(), None
         if stop is None and len(m.faults) > self._faults_seen:
             stop = t.fault_stop(len(m.faults) - 1)  # halted at the handler's first instruction (vector catch)
         self._faults_seen = len(m.faults)
