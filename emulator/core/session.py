@@ -41,6 +41,7 @@ class BoardOptions:
     pins: Sequence[PinSetting] = ()  # driven before power-on, after BOOT1 (so PB2 here wins)
     bkp: Sequence[BkpSetting] = ()  # backup registers as a battery kept them, over the state file's
     uart_sinks: dict[int, Callable[[bytes], None]] = field(default_factory=dict)
+    on_built: Callable[[Board], None] | None = None  # sees the powered board before it runs (a debugger)
 
 
 @dataclass
@@ -109,6 +110,8 @@ def build_board(options: BoardOptions) -> Board:
     apply_backup_registers(machine, options.bkp)
     board = Board(machine, layout, options)
     _start_like_a_debugger(board)
+    if options.on_built is not None:
+        options.on_built(board)
     return board
 
 
