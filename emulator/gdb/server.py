@@ -182,6 +182,24 @@ def _q_current_thread(stub: GdbStub, _args: bytes) -> bytes:
     return b"QC1"
 
 
+def gdb_crc32(data: bytes, crc: int = 0xFFFFFFFF) -> int:
+    """The CRC ``qCRC`` answers: CRC-32 polynomial 0x04C11DB7, MSB first, no final inversion
+    (GDB's ``xcrc32``, libiberty/crc32.c)."""
+    for byte in data:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+        crc &= 0xFFFFFFFF
+    return crc
+
+
+@handles("qCRC:")
+def _q_crc(stub: GdbStub, args: bytes) -> bytes:
+    # compare-sections; without its own handler "qCRC" would match "qC" (the current thread).
+    addr, length = _addr_len(args)
+    return f"C{gdb_crc32(stub.target.read_memory(addr, length)):08x}".encode()
+
+
 @handles("qfThreadInfo")
 def _q_threads_first(stub: GdbStub, _args: bytes) -> bytes:
     return b"m1"
@@ -399,6 +417,9 @@ class Connection:
 
     def interrupted(self) -> bool:
         """While the target runs: has the debugger sent Ctrl-C?  (Other bytes are kept for later.)"""
+        if any(isinstance(i, rsp.Interrupt) for i in self.pending):  # came with the packet that resumed
+            self.pending = [i for i in self.pending if not isinstance(i, rsp.Interrupt)]
+            return True
         return self._poll_interrupt()
 
     def _poll_interrupt(self) -> bool:
