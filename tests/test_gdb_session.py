@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from unicorn import arm_const as A
 
 from emulator.bootflow.scenario import flash_and_boot
 from emulator.core.machine import EmulatorError
@@ -359,3 +360,50 @@ def test_breakpoints_leave_no_hook_behind() -> None:
 def test_bad_host_is_one_line() -> None:
     with pytest.raises(EmulatorError, match="cannot listen there"):
         DebugSession("192.0.2.1", 0)  # TEST-NET-1: not an address of this machine
+
+
+# movs r0,#0; cmp r0,#0; ite eq; moveq r1,#1; movne r1,#2; mov r3,r1; b .   (in SRAM at 0x20000000)
+IT_CODE = bytes.fromhex("0020" "0028" "0cbf" "0121" "0221" "0b46" "fee7")
+
+
+def it_target() -> MachineTarget:
+    t = hello_target()
+    t.m.uc.mem_write(0x2000_0000, IT_CODE)
+    t.set_register(15, 0x2000_0000)
+    return t
+
+
+def run_to_stop(t: MachineTarget) -> None:
+    t.m.run(max_instructions=100, until=lambda: t.stop_pending is not None)
+
+
+def test_a_breakpoint_stops_in_front_of_its_instruction_with_the_count_exact() -> None:
+    t = it_target()
+    t.set_breakpoint(0, 0x2000_000A, 2, True)
+    run_to_stop(t)
+    assert t.stop_pending is not None and t.stop_pending.reason == "swbreak:"
+    assert t.m.pc == 0x2000_000A and t.m.instructions == 5  # movne counts: it was in the block, condition false
+    assert t.m.regs.reg_read(A.UC_ARM_REG_R3) == 0  # mov r3, r1 did not run
+
+
+def test_a_breakpoint_inside_an_it_block_halts_at_the_end_of_its_block() -> None:
+    t = it_target()
+    t.set_breakpoint(0, 0x2000_0006, 2, True)  # moveq: Unicorn cannot stop in an IT block
+    run_to_stop(t)
+    assert t.stop_pending is not None
+    assert t.m.pc == 0x2000_000C and t.m.instructions == 7  # the whole block ran and counted (its b . too)
+    assert t.m.regs.reg_read(A.UC_ARM_REG_R3) == 1
+
+
+def test_a_step_runs_one_instruction_and_an_it_block_as_one() -> None:
+    t = it_target()
+    t.begin_step()
+    run_to_stop(t)
+    assert t.m.pc == 0x2000_0002 and t.m.instructions == 1
+    t.stop_pending = None
+    t.end_step()
+    t.set_register(15, 0x2000_0004)  # the ITE
+    t.begin_step()
+    run_to_stop(t)
+    assert t.m.pc == 0x2000_000A  # in front of the first instruction after the IT block
+    t.end_step()

@@ -375,10 +375,24 @@ class MachineTarget:
             self._code_hooks[address] = self.m.uc.hook_add(UC_HOOK_CODE, self._code_hit, begin=address, end=address)
             self.m.uc.ctl_remove_cache(address, address + 4)  # translated without the hook
 
-    def _in_it_block(self) -> bool:
-        # Unicorn cannot stop in front of an instruction inside an IT block (docs/ARCHITECTURE.md):
-        # such a stop is taken at the first instruction after it.
-        return bool(self.m.regs.reg_read(A.UC_ARM_REG_XPSR) & _IT_BITS)
+    def _in_it_block(self, address: int) -> bool:
+        """Is ``address`` inside an IT block?  Unicorn ignores a stop there (the block runs to its
+        end) and shows no ITSTATE to hooks, so the block is decoded from its start up to it."""
+        st = self.m.engine.state
+        start = st.block
+        if not start <= address < start + st.block_size:
+            return False
+        code = self.m.engine.code_bytes(start, address - start)
+        i = remaining = 0
+        while i + 1 < len(code):
+            half = code[i] | code[i + 1] << 8
+            if remaining:
+                remaining -= 1
+            elif half & 0xFF00 == 0xBF00 and half & 0xF:  # IT: mask[3:0] says 1-4 instructions (A7.7.38)
+                mask = half & 0xF
+                remaining = 4 - ((mask & -mask).bit_length() - 1)
+            i += 4 if code[i + 1] >= 0xE8 else 2
+        return remaining > 0
 
     def stop_here(self, address: int, stop: Stop) -> None:
         """From a code hook: end the run in front of the instruction at ``address`` (not executed).
@@ -395,10 +409,16 @@ class MachineTarget:
 
     def _code_hit(self, uc: Any, address: int, size: int, _ud: Any) -> None:
         try:
-            if self.stop_pending is not None or self._in_it_block():
+            if self.stop_pending is not None:
                 return
             if address == self.skip_once:
                 self.skip_once = None
+                return
+            if (address in self.breakpoints or address in self.one_shot) and self._in_it_block(address):
+                # Halt at the end of the block instead (the whole block runs and counts).
+                message = self.one_shot.pop(address, None)
+                self.stop_pending, self.describe_stop = Stop(SIGTRAP), message
+                self.m.engine.state.deadline = 0
                 return
             message = self.one_shot.pop(address, None)
             if message is not None:
@@ -451,7 +471,7 @@ class MachineTarget:
             if self.stop_pending is not None:
                 return
             self._step_seen += 1
-            if self._step_seen >= 2 and not self._in_it_block():
+            if self._step_seen >= 2 and not self._in_it_block(address):
                 self.stop_here(address, Stop(SIGTRAP))
         except Exception as e:  # noqa: BLE001
             self.m._hook_failed(e)  # noqa: SLF001
