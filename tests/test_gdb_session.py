@@ -96,7 +96,9 @@ def summary_line(text: str, key: str) -> str:
 # -- the done-when of issue 14 ------------------------------------------------------------------
 @needs_gdb
 def test_break_main_continue_info_registers_then_the_run_finishes_as_without_a_debugger() -> None:
-    r = emulator_with_gdb(["run", HELLO], ["break main", "continue", "info registers"], HELLO)
+    # GDB is given no file: the stub names the ELF (qXfer:exec-file) and GDB reads its symbols.
+    r = emulator_with_gdb(["run", HELLO], ["break main", "continue", "info registers"])
+    assert f"Reading symbols from {Path(HELLO).resolve()}" in r.gdb, r.gdb
     assert "Breakpoint 1, main ()" in r.gdb
     assert re.search(r"^pc\s+0x800044c\s+0x800044c <main>", r.gdb, re.M), r.gdb
     for reg in ("r0", "sp", "lr", "xpsr", "msp", "psp", "primask", "basepri", "faultmask", "control"):

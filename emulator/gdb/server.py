@@ -97,6 +97,9 @@ class GdbStub:
         self.last_stop = Stop(SIGTRAP)
         self.detached = False
         self.killed = False
+        # The ELF being debugged, named to GDB (qXfer:exec-file) so that `target remote` alone finds
+        # its symbols; without vFile support GDB then opens it on the local file system.
+        self.exec_file: str | None = None
 
     # -- I/O ----------------------------------------------------------------------------------
     def send_packet(self, payload: bytes) -> None:
@@ -143,7 +146,7 @@ def stop_reply(stop: Stop) -> bytes:
 @handles("qSupported")
 def _q_supported(stub: GdbStub, _args: bytes) -> bytes:
     return (f"PacketSize={PACKET_SIZE:x};qXfer:features:read+;qXfer:memory-map:read+;QStartNoAckMode+;"
-            "vContSupported+;swbreak+;hwbreak+").encode()
+            "vContSupported+;swbreak+;hwbreak+" + (";qXfer:exec-file:read+" if stub.exec_file else "")).encode()
 
 
 @handles("QStartNoAckMode")
@@ -165,6 +168,13 @@ def _q_features(stub: GdbStub, args: bytes) -> bytes:
     if not args.startswith(b"target.xml:"):
         return b"E00"
     return _xfer(target_xml(), args)
+
+
+@handles("qXfer:exec-file:read:")
+def _q_exec_file(stub: GdbStub, args: bytes) -> bytes:
+    if not stub.exec_file:
+        return b"E00"
+    return _xfer(stub.exec_file, args)
 
 
 @handles("qXfer:memory-map:read:")

@@ -21,6 +21,7 @@ import contextlib
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 from emulator.core.arguments import parse_pin_setting
@@ -80,6 +81,7 @@ class DebugSession:
         self.outcome: Any = None  # the flash flow's FlashOutcome, for `monitor findings`
         self.findings: Callable[[Any], list[str]] | None = None
         self.detached = False
+        self.exec_file: str | None = None
         self._faults_seen = 0
 
     def announce(self) -> None:
@@ -91,6 +93,9 @@ class DebugSession:
         """Put the machine under the debugger: it waits for the connection before its first instruction."""
         m = board.machine
         self.board, self.machine = board, m
+        first = board.layout.images[0] if board.layout.images else None
+        if first is not None and first.kind == "elf":
+            self.exec_file = str(Path(first.path).resolve())
         self.target = MachineTarget(m, monitor=self.monitor)
         self._faults_seen = len(m.faults)
         m.supervisor = self._supervise
@@ -153,6 +158,7 @@ class DebugSession:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         assert self.target is not None
         self.conn = Connection(sock, self.target)
+        self.conn.stub.exec_file = self.exec_file
 
     def _halt(self, stop: Stop | None) -> None:
         m, t, conn = self.machine, self.target, self.conn
