@@ -124,6 +124,17 @@ def test_flash_break_on_jump_halts_at_the_applications_reset_handler_with_the_ju
     assert r.code == 0 and "result    ok" in r.stderr, r.stdout + r.stderr
 
 
+@needs_gdb
+def test_run_break_on_jump_halts_at_the_first_app_images_reset_handler() -> None:
+    # The seed bootloader jumps at once with BOOT1 high and a stack pointer that looks valid.
+    r = emulator_with_gdb(["run", str(IMAGES / "boot_seed.elf"), "--app", APP_ELF, "--boot1", "high",
+                           "--break-on-jump"], ["continue", "p/x $pc"])
+    assert "halted at app:Reset_Handler (0x08008134): the first instruction after the jump into app_small.elf" in r.gdb
+    assert "SysTick    CSR 0x00000007 (counting, interrupt on)" in r.gdb  # what the seed leaves running
+    assert "$1 = 0x8008134" in r.gdb
+    assert r.code == 0, r.stderr
+
+
 # -- the same run with and without a debugger ---------------------------------------------------------
 @needs_gdb
 def test_a_debugger_that_only_continues_changes_nothing_the_firmware_or_the_usb_host_sees() -> None:
