@@ -61,7 +61,8 @@ def _wait_for_port(proc: subprocess.Popen[str]) -> tuple[int, list[str]]:
 
 def emulator_with_gdb(args: Sequence[str], commands: Sequence[str], elf: str | None = None) -> Result:
     """Run ``python -m emulator ARGS --gdb 127.0.0.1:0`` and a batch GDB running ``commands`` against it."""
-    proc = subprocess.Popen([sys.executable, "-m", "emulator", *args, "--gdb", "127.0.0.1:0"],
+    cut = list(args).index("--") if "--" in args else len(args)  # serve: the program's own options follow "--"
+    proc = subprocess.Popen([sys.executable, "-m", "emulator", *args[:cut], "--gdb", "127.0.0.1:0", *args[cut:]],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         port, before = _wait_for_port(proc)
@@ -122,6 +123,15 @@ def test_flash_break_on_jump_halts_at_the_applications_reset_handler_with_the_ju
     assert "SysTick    CSR 0x00000000 (stopped" in r.gdb and "enabled IRQs: none" in r.gdb
     assert "PLL off" in r.gdb
     assert r.code == 0 and "result    ok" in r.stderr, r.stdout + r.stderr
+
+
+@needs_gdb
+def test_serve_stops_at_a_breakpoint_while_dfu_util_waits_for_the_device() -> None:
+    r = emulator_with_gdb(["serve", BOOT, "--poll-scale", "0", "--", "dfu-util", "-l"],
+                          ["break HAL_RCC_ClockConfig_PLL_72MHz", "continue", "monitor time", "delete", "continue"])
+    assert "Breakpoint 1, HAL_RCC_ClockConfig_PLL_72MHz ()" in r.gdb, r.gdb
+    assert 'Found DFU: [0483:df11]' in r.stdout, r.stdout + r.stderr
+    assert "exited normally" in r.gdb and r.code == 0
 
 
 @needs_gdb

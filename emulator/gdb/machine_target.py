@@ -45,6 +45,7 @@ from emulator.core.chips import (
 from emulator.core.machine import Machine
 from emulator.gdb.server import SIGSEGV, SIGTRAP, Stop, TargetError
 from emulator.gdb.tdesc import Region
+from firmware_models.nvic import exception_name
 
 REG_IDS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
     A.UC_ARM_REG_SP, A.UC_ARM_REG_LR, A.UC_ARM_REG_PC, A.UC_ARM_REG_XPSR, A.UC_ARM_REG_MSP,
@@ -220,6 +221,7 @@ class MachineTarget:
         if loc is None and locate is not None:
             return 0
         port, labels = model.port, getattr(model, "labels", None)
+        queries = m.time_queries  # DWT CYCCNT asks the machine itself: not a query of the firmware's
         model.port = _QuietPort(port)
         if labels is not None:
             model.labels = {}  # GPIO: a debugger read is not the firmware's first read of a pin
@@ -229,6 +231,7 @@ class MachineTarget:
             return 0
         finally:
             model.port = port
+            m.time_queries = queries
             if labels is not None:
                 model.labels = labels
 
@@ -498,7 +501,6 @@ class MachineTarget:
     # -- faults ----------------------------------------------------------------------------------
     def fault_stop(self, index: int) -> Stop:
         f = self.m.faults[index]
-        from firmware_models.nvic import exception_name
         where = self.m.symbol(f.pc)
         address = "" if f.address is None else f" (address 0x{f.address:08X})"
         escalated = ", escalated to HardFault" if f.escalated else ""
