@@ -48,10 +48,12 @@ EXIT_CODES: dict[str, tuple[tuple[str, str], ...]] = {
     "run": (("0", "clean end: the budget spent, or the CPU idles (WFI, an empty loop) with nothing left "
                   "to happen"),
             ("1", "the firmware faulted for good (lockup, stuck in a fault handler, spinning with "
-                  "interrupts masked) or a --strict violation")),
+                  "interrupts masked) or a --strict violation; --gdb: the debugger disconnected or killed "
+                  "the session mid-run")),
     "flash": (("0", "the download, verify and jump worked, the flash holds the image sent and the "
                     "application ended cleanly; --power-cut-sweep: no cut led to broken_app or bricked"),
-              ("1", "the boot flow broke; --power-cut-sweep: a cut led to broken_app or bricked")),
+              ("1", "the boot flow broke; --power-cut-sweep: a cut led to broken_app or bricked; --gdb: the "
+                    "debugger disconnected or killed the session mid-run")),
     "check": (("0", "no findings"), ("1", "findings")),
     "sweep-merge": (("0", "the merged sweep is clean: no cut led to broken_app or bricked"),
                     ("1", "a cut led to broken_app or bricked, or did not happen as planned")),
