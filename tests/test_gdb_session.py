@@ -20,6 +20,7 @@ import pytest
 from unicorn import arm_const as A
 
 from emulator.bootflow.scenario import flash_and_boot
+from emulator.core.engine import ENV_VAR, c_engine_available
 from emulator.core.machine import EmulatorError
 from emulator.core.session import BoardOptions, build_board
 from emulator.gdb import rsp
@@ -389,6 +390,15 @@ def test_bad_host_is_one_line() -> None:
 IT_CODE = bytes.fromhex("0020" "0028" "0cbf" "0121" "0221" "0b46" "fee7")
 
 
+@pytest.fixture(params=["c", "python"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both CPU engines: the breakpoint's rewind is the engine's count correction."""
+    if request.param == "c" and not c_engine_available():
+        pytest.skip("the C engine is not built (python -m emulator.core._cengine_build)")
+    monkeypatch.setenv(ENV_VAR, request.param)
+    return request.param
+
+
 def it_target() -> MachineTarget:
     t = hello_target()
     t.m.uc.mem_write(0x2000_0000, IT_CODE)
@@ -400,7 +410,7 @@ def run_to_stop(t: MachineTarget) -> None:
     t.m.run(max_instructions=100, until=lambda: t.stop_pending is not None)
 
 
-def test_a_breakpoint_stops_in_front_of_its_instruction_with_the_count_exact() -> None:
+def test_a_breakpoint_stops_in_front_of_its_instruction_with_the_count_exact(engine: str) -> None:
     t = it_target()
     t.set_breakpoint(0, 0x2000_000A, 2, True)
     run_to_stop(t)
@@ -409,7 +419,7 @@ def test_a_breakpoint_stops_in_front_of_its_instruction_with_the_count_exact() -
     assert t.m.regs.reg_read(A.UC_ARM_REG_R3) == 0  # mov r3, r1 did not run
 
 
-def test_a_breakpoint_inside_an_it_block_halts_at_the_end_of_its_block() -> None:
+def test_a_breakpoint_inside_an_it_block_halts_at_the_end_of_its_block(engine: str) -> None:
     t = it_target()
     t.set_breakpoint(0, 0x2000_0006, 2, True)  # moveq: Unicorn cannot stop in an IT block
     run_to_stop(t)
@@ -418,7 +428,7 @@ def test_a_breakpoint_inside_an_it_block_halts_at_the_end_of_its_block() -> None
     assert t.m.regs.reg_read(A.UC_ARM_REG_R3) == 1
 
 
-def test_a_step_runs_one_instruction_and_an_it_block_as_one() -> None:
+def test_a_step_runs_one_instruction_and_an_it_block_as_one(engine: str) -> None:
     t = it_target()
     t.begin_step()
     run_to_stop(t)
