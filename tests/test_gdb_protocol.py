@@ -247,3 +247,20 @@ def test_a_debugger_that_goes_away_ends_the_session(connected):
     sock.close()
     thread.join(5)
     assert result == ["gone"]
+
+
+def test_qcrc_is_gdbs_crc32_of_the_memory() -> None:
+    from emulator.gdb.server import gdb_crc32
+    assert gdb_crc32(b"123456789") == 0x0376E6E7  # CRC-32/MPEG-2, what GDB's xcrc32 computes
+    s, target, _ = stub()
+    target.mem[0:4] = b"\x01\x02\x03\x04"
+    assert s.handle(b"qCRC:0,4") == f"C{gdb_crc32(bytes([1, 2, 3, 4])):08x}".encode()
+
+
+def test_exec_file_is_offered_only_when_known() -> None:
+    s, _, _ = stub()
+    assert b"exec-file" not in s.handle(b"qSupported:xmlRegisters=arm")
+    assert s.handle(b"qXfer:exec-file:read:1:0,100") == b"E00"
+    s.exec_file = "/tmp/boot.elf"
+    assert b"qXfer:exec-file:read+" in s.handle(b"qSupported:xmlRegisters=arm")
+    assert s.handle(b"qXfer:exec-file:read:1:0,100") == b"l/tmp/boot.elf"

@@ -147,6 +147,13 @@ def _check(boot: str, app: str, *, erase_orders: tuple[str, ...], chip: str | No
     return report
 
 
+def jump_findings(outcome: FlashOutcome, chip: Chip) -> list[Finding]:
+    """The jump checks on one flash-and-boot run as it stands (a debugger's ``monitor findings``)."""
+    report = CheckReport("", "", chip.name)
+    _jump_checks(report, outcome, chip, outcome.app_address)
+    return report.findings
+
+
 def _device(o: FlashOutcome) -> dict[str, Any] | None:
     if o.alt is None:
         return None

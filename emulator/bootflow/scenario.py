@@ -7,7 +7,7 @@ users' own pytest suites.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,7 +200,8 @@ def flash_and_boot(boot_image: str, app_file: str, *, app_address: int | None = 
                    run_ns: int = 2_000_000_000, selector: DfuSelector | None = None, boot1: bool = False,
                    pins: Sequence[PinSetting] = (), bkp: Sequence[BkpSetting] = (),
                    pins_after: Sequence[PinSetting] = (), bkp_after: Sequence[BkpSetting] = (),
-                   leave: str = "auto", nrst: Sequence[int] = ()) -> FlashOutcome:
+                   leave: str = "auto", nrst: Sequence[int] = (),
+                   on_outcome: Callable[[FlashOutcome], None] | None = None) -> FlashOutcome:
     """Boot with the given triggers (BOOT1 low by default), download ``app_file`` through the
     firmware's own DFU (DfuSe or plain DFU 1.1, each by its conventions), leave, then run what boots.
 
@@ -208,6 +209,7 @@ def flash_and_boot(boot_image: str, app_file: str, *, app_address: int | None = 
     device waits for one), ``reset`` (a USB reset after the download, as ``dfu-util -R``), ``none``
     (nothing after the download: a bootloader that jumps after a timeout does so within ``run_ns``).
     ``nrst``: emulated times after power-on at which the reset button is pressed.
+    ``on_outcome`` sees the outcome (and its board) before anything runs, e.g. to attach a debugger.
     """
     if leave not in LEAVE_MODES:
         raise EmulatorError(f"unknown leave mode {leave!r}: choose {', '.join(LEAVE_MODES)}")
@@ -224,6 +226,8 @@ def flash_and_boot(boot_image: str, app_file: str, *, app_address: int | None = 
     outcome = FlashOutcome(board, first.address if first is not None else 0,
                            loaded.image.size if loaded.image is not None else len(payload), erase_order,
                            image_bytes=payload)
+    if on_outcome is not None:
+        on_outcome(outcome)
     target = attach(board)
     t0 = m.now_ns
     after = Triggers(boot1_after, pins_after, bkp_after)

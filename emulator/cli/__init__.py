@@ -27,6 +27,7 @@ from emulator.core.arguments import OneLineParser, UsageError
 from emulator.core.machine import EmulatorError
 from emulator.core.outputs import check_output_path
 from emulator.core.port import StrictModeError
+from emulator.gdb.session import DebuggerGone
 from emulator.usb.host import UsbError
 from emulator.usb.target import DeviceNotAttached
 from hostside.dfu import DfuException
@@ -48,16 +49,19 @@ EXIT_CODES: dict[str, tuple[tuple[str, str], ...]] = {
     "run": (("0", "clean end: the budget spent, or the CPU idles (WFI, an empty loop) with nothing left "
                   "to happen"),
             ("1", "the firmware faulted for good (lockup, stuck in a fault handler, spinning with "
-                  "interrupts masked) or a --strict violation")),
+                  "interrupts masked) or a --strict violation; --gdb: the debugger disconnected or killed "
+                  "the session mid-run")),
     "flash": (("0", "the download, verify and jump worked, the flash holds the image sent and the "
                     "application ended cleanly; --power-cut-sweep: no cut led to broken_app or bricked"),
               ("1", "the boot flow broke (the bootloader never attaching to USB included); "
-                    "--power-cut-sweep: a cut led to broken_app or bricked")),
+                    "--power-cut-sweep: a cut led to broken_app or bricked; --gdb: the debugger "
+                    "disconnected or killed the session mid-run")),
     "check": (("0", "no findings"), ("1", "findings")),
     "sweep-merge": (("0", "the merged sweep is clean: no cut led to broken_app or bricked"),
                     ("1", "a cut led to broken_app or bricked, or did not happen as planned")),
     "serve": (("N", "the command's own exit code (dfu-util: 0, or 74 after :leave when the device resets)"),
-              ("1", "the flash does not hold what the command (or the USB/IP client) sent, whatever it said"),
+              ("1", "the flash does not hold what the command (or the USB/IP client) sent, whatever it said; "
+                    "the firmware never attached to USB; --gdb: the debugger went away mid-run"),
               ("0", "--usbip: the session ended and the flash holds what the client sent")),
     "usb-info": (("0", "the device enumerated and was printed"),
                  ("1", "the firmware never attached to USB (or stopped answering while enumerated)")),
@@ -139,6 +143,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return _error(f"USB/DFU: {type(e).__name__}: {e}", EXIT_FAILED)
     except StrictModeError as e:
         return _error(f"--strict: {e}", EXIT_FAILED)
+    except DebuggerGone as e:
+        return _error(f"--gdb: {e}", EXIT_FAILED)
     except KeyboardInterrupt:
         return _error("interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:

@@ -24,6 +24,7 @@ from emulator.cli.common import (
     add_trigger_arguments,
     flow_options,
 )
+from emulator.cli.debugger import add_gdb_arguments, attach_for_flash, open_session
 from emulator.core import progress
 from emulator.core.arguments import parse_duration, parse_int
 from emulator.core.machine import EmulatorError
@@ -68,6 +69,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="run every N-th power-cut trial from the K-th (K in 0..N-1), for a CI matrix; "
                          "merge the --json outputs with `python -m emulator sweep-merge`")
     add_quiet_argument(fl)
+    add_gdb_arguments(fl, jump=True)
     fl.set_defaults(func=cmd_flash)
 
 
@@ -96,6 +98,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def cmd_flash(args: argparse.Namespace) -> int:
+    if args.gdb is not None and (args.power_cut_sweep or args.transport == "fops"):
+        raise EmulatorError("--gdb debugs one board: not with --power-cut-sweep or --transport fops")
     with reporting(reporter_for(args.quiet)):
         if args.power_cut_sweep:
             return cmd_power_cut_sweep(args)
@@ -117,7 +121,15 @@ def _flash(args: argparse.Namespace) -> int:
             raise EmulatorError("--transport fops starts the flow itself: --nrst does not apply")
         outcome = fops_flash_and_boot(args.image, args.app, fops_address=args.fops, **common)
     else:
-        outcome = flash_and_boot(args.image, args.app, **common)
+        session = open_session(args)
+        try:
+            outcome = flash_and_boot(args.image, args.app, **common,
+                                     on_outcome=None if session is None else attach_for_flash(session, args.break_on_jump))
+            if session is not None:
+                session.finish(EXIT_CLEAN if outcome.ok else EXIT_FAILED, outcome.stop)
+        finally:
+            if session is not None:
+                session.close()
     data = outcome_summary(outcome)
     if args.report:
         report_html.write_html(args.report, report_data.flash_document(outcome, args.image, args.app, vars(args),

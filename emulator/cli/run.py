@@ -10,6 +10,7 @@ from typing import IO
 
 from emulator.bootflow import report, report_data, report_html
 from emulator.cli.common import EXIT_CLEAN, EXIT_FAILED, add_board_arguments, board_options
+from emulator.cli.debugger import add_gdb_arguments, attach_for_run, open_session
 from emulator.core.arguments import parse_duration, parse_int
 from emulator.core.machine import EmulatorError, Machine, write_stdout
 from emulator.core.session import build_board
@@ -29,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="write a self-contained HTML report of the boot flow (timeline, flash map, findings)")
     run.add_argument("--trace", action="store_true", help="log every peripheral access to stderr")
     run.add_argument("-v", "--verbose", action="store_true", help="log unmodelled accesses as they happen")
+    add_gdb_arguments(run, jump=True)
     run.set_defaults(func=cmd_run)
 
 
@@ -51,9 +53,12 @@ def _open_sink(path: str | None, quiet: bool) -> tuple[IO[bytes] | None, object]
 def cmd_run(args: argparse.Namespace) -> int:
     uart_file, uart_sink = _open_sink(args.uart1, quiet=args.json)
     options = board_options(args, uart_sinks={1: uart_sink} if uart_sink else {})
+    session = open_session(args)
     try:
         board = build_board(options)
         machine = board.machine
+        if session is not None:
+            attach_for_run(session, board, args.break_on_jump)
         if args.uart1_rx:
             try:
                 machine.models["USART1"].feed(Path(args.uart1_rx).read_bytes())  # type: ignore[attr-defined]
@@ -64,6 +69,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         wall = time.perf_counter()
         stop = machine.run(max_ns=args.max_time, max_instructions=args.max_instructions)
         wall = time.perf_counter() - wall
+        if session is not None:
+            session.finish(EXIT_CLEAN if stop.clean else EXIT_FAILED, stop)
         board.save()
         if args.flash_journal:
             machine.flash.journal.set_symbolizer(machine.symbol)
@@ -71,6 +78,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if uart_file is not None:
             uart_file.close()
+        if session is not None:
+            session.close()
     data = report.summary(board, stop, wall)
     if args.report:
         report_html.write_html(args.report, report_data.run_document(board, stop, vars(args), wall))

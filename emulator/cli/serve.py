@@ -19,6 +19,7 @@ from emulator.cli.common import (
     board_options,
     selector_from,
 )
+from emulator.cli.debugger import add_gdb_arguments, open_session
 from emulator.core.arguments import parse_duration, parse_int, parse_port, parse_scale
 from emulator.core.machine import EmulatorError
 from emulator.core.progress import reporting
@@ -49,6 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--idle-timeout", type=parse_duration, default=parse_duration("60s"),
                    help="USB/IP: stop when no client connects or talks for this long (wall time)")
     add_quiet_argument(p)
+    add_gdb_arguments(p, jump=False)
     p.set_defaults(boot1=False, program=[], func=cmd_serve)
     # The usage line names what follows "--", which no argparse argument describes.
     formatter = p._get_formatter()
@@ -73,23 +75,31 @@ class _SplitAtDoubleDash(argparse.ArgumentParser):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    with reporting(reporter_for(args.quiet)):
-        return _serve(args)
+    session = open_session(args)
+    try:
+        with reporting(reporter_for(args.quiet)):
+            code = _serve(args, {} if session is None else {"on_built": session.attach})
+        if session is not None:
+            session.finish(code)
+        return code
+    finally:
+        if session is not None:
+            session.close()
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, debug: dict[str, object]) -> int:
     command = list(args.program)
     if args.usbip:
         if command:
             raise EmulatorError("serve --usbip runs no command: attach with usbip on the host instead")
         from emulator.usb.usbip_server import serve_usbip
 
-        return serve_usbip(board_options(args), host=args.host, port=args.port,
+        return serve_usbip(board_options(args, **debug), host=args.host, port=args.port,
                            idle_timeout_s=args.idle_timeout / 1e9, timeout_ms=args.transfer_timeout / 1e6,
                            poll_scale=args.poll_scale,
                            attach_timeout_ns=args.attach_timeout, pcap_path=args.usb_pcap,
                            selector=selector_from(args), plain_address=args.address)
-    result = serve_command(board_options(args), command, poll_scale=args.poll_scale,
+    result = serve_command(board_options(args, **debug), command, poll_scale=args.poll_scale,
                            timeout_ms=args.transfer_timeout / 1e6, attach_timeout_ns=args.attach_timeout,
                            pcap_path=args.usb_pcap, selector=selector_from(args), plain_address=args.address)
     result.board.save()

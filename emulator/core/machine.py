@@ -177,6 +177,10 @@ class Machine:
         self._mmio_reads: dict[int, Callable[[], int]] = {}  # address << 3 | size -> reader
         self._mmio_writes: dict[int, Callable[[int], None]] = {}
         self._c_callbacks: list[Any] = []  # ctypes callbacks kept alive
+        # A debugger (emulator/gdb) called at the top of every pass of run()'s loop, between two
+        # instructions: it may halt there (the clock stands still) and serve the debugger.
+        # None when no debugger is attached: then it costs one attribute test per slice.
+        self.supervisor: Callable[[], None] | None = None
         self._build_core()
         self._build_models()
         self._map_memory()
@@ -425,6 +429,8 @@ class Machine:
         instr_limit = None if max_instructions is None else self.instructions + max_instructions
         self._stop = self._stop if self._stop and not self._stop.clean else None
         while True:
+            if self.supervisor is not None:
+                self.supervisor()
             self.scheduler.run_due()
             if self._reset_request is not None:
                 cause, self._reset_request = self._reset_request, None

@@ -42,6 +42,7 @@ class BoardOptions:
     bkp: Sequence[BkpSetting] = ()  # backup registers as a battery kept them, over the state file's
     nrst: Sequence[int] = ()  # emulated times after power-on at which the reset button is pressed
     uart_sinks: dict[int, Callable[[bytes], None]] = field(default_factory=dict)
+    on_built: Callable[[Board], None] | None = None  # sees the powered board before it runs (a debugger)
 
 
 @dataclass
@@ -112,6 +113,8 @@ def build_board(options: BoardOptions) -> Board:
         machine.press_reset_button(at_ns)
     board = Board(machine, layout, options)
     _start_like_a_debugger(board)
+    if options.on_built is not None:
+        options.on_built(board)
     return board
 
 

@@ -97,6 +97,9 @@ class GdbStub:
         self.last_stop = Stop(SIGTRAP)
         self.detached = False
         self.killed = False
+        # The ELF being debugged, named to GDB (qXfer:exec-file) so that `target remote` alone finds
+        # its symbols; without vFile support GDB then opens it on the local file system.
+        self.exec_file: str | None = None
 
     # -- I/O ----------------------------------------------------------------------------------
     def send_packet(self, payload: bytes) -> None:
@@ -143,7 +146,7 @@ def stop_reply(stop: Stop) -> bytes:
 @handles("qSupported")
 def _q_supported(stub: GdbStub, _args: bytes) -> bytes:
     return (f"PacketSize={PACKET_SIZE:x};qXfer:features:read+;qXfer:memory-map:read+;QStartNoAckMode+;"
-            "vContSupported+;swbreak+;hwbreak+").encode()
+            "vContSupported+;swbreak+;hwbreak+" + (";qXfer:exec-file:read+" if stub.exec_file else "")).encode()
 
 
 @handles("QStartNoAckMode")
@@ -167,6 +170,13 @@ def _q_features(stub: GdbStub, args: bytes) -> bytes:
     return _xfer(target_xml(), args)
 
 
+@handles("qXfer:exec-file:read:")
+def _q_exec_file(stub: GdbStub, args: bytes) -> bytes:
+    if not stub.exec_file:
+        return b"E00"
+    return _xfer(stub.exec_file, args)
+
+
 @handles("qXfer:memory-map:read:")
 def _q_memory_map(stub: GdbStub, args: bytes) -> bytes:
     return _xfer(memory_map_xml(stub.target.memory_regions()), args)
@@ -180,6 +190,24 @@ def _q_attached(stub: GdbStub, _args: bytes) -> bytes:
 @handles("qC")
 def _q_current_thread(stub: GdbStub, _args: bytes) -> bytes:
     return b"QC1"
+
+
+def gdb_crc32(data: bytes, crc: int = 0xFFFFFFFF) -> int:
+    """The CRC ``qCRC`` answers: CRC-32 polynomial 0x04C11DB7, MSB first, no final inversion
+    (GDB's ``xcrc32``, libiberty/crc32.c)."""
+    for byte in data:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+        crc &= 0xFFFFFFFF
+    return crc
+
+
+@handles("qCRC:")
+def _q_crc(stub: GdbStub, args: bytes) -> bytes:
+    # compare-sections; without its own handler "qCRC" would match "qC" (the current thread).
+    addr, length = _addr_len(args)
+    return f"C{gdb_crc32(stub.target.read_memory(addr, length)):08x}".encode()
 
 
 @handles("qfThreadInfo")
@@ -399,16 +427,17 @@ class Connection:
 
     def interrupted(self) -> bool:
         """While the target runs: has the debugger sent Ctrl-C?  (Other bytes are kept for later.)"""
+        if any(isinstance(i, rsp.Interrupt) for i in self.pending):  # came with the packet that resumed
+            self.pending = [i for i in self.pending if not isinstance(i, rsp.Interrupt)]
+            return True
         return self._poll_interrupt()
 
     def _poll_interrupt(self) -> bool:
-        self.sock.setblocking(False)
+        # One non-blocking recv: polled at every pass of the machine's loop while it runs.
         try:
-            data = self.sock.recv(4096)
+            data: bytes | None = self.sock.recv(4096, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             data = None
-        finally:
-            self.sock.setblocking(True)
         if data == b"":
             raise ConnectionResetError("the debugger closed the connection")
         if data:
