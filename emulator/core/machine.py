@@ -221,12 +221,13 @@ class Machine:
         gate = PERIPHERAL_CLOCKS.get(name)
         if gate is None:
             return lambda: None
-        reg, bit = gate.enable_register, gate.bit
+        reg, bit, rcc = gate.enable_register, gate.bit, self.rcc
 
         def check() -> str | None:
-            if self.rcc.values[reg] >> bit & 1:
+            if rcc.values[reg] >> bit & 1:
                 return None
             return f"RCC_{reg} bit {bit} is 0"
+        check.clock_bit = (rcc, reg, bit)  # type: ignore[attr-defined] # for the compiled MMIO writers
         return check
 
     def _map_memory(self) -> None:
@@ -945,7 +946,14 @@ class Machine:
                 if loops.mute:
                     loops.mute -= 1
                 elif self._in_slice:
-                    loops.access(st.block, address << 1 | 1, value)
+                    block, key = st.block, address << 1 | 1
+                    if key != loops._anchor_key or block != loops._anchor_block:
+                        trail = loops._trail  # LoopDetector.access, its common case inlined
+                        trail += (block, key, value)
+                        if len(trail) > MAX_TRAIL or loops._anchor_key < 0:
+                            loops.access(block, key, value)
+                    else:
+                        loops.access(block, key, value)
             except BusError as e:
                 self._bus_error(e)
             except BaseException as e:  # noqa: BLE001
@@ -978,10 +986,20 @@ class Machine:
         mapping = bus.find(address)
         if bus.tracer is not None or mapping is None:
             return functools.partial(bus.write, address, size)
-        write = functools.partial(mapping.model.write, address - mapping.base, size)
+        write = _plain_register_writer(mapping.model, address - mapping.base, size) or functools.partial(
+            mapping.model.write, address - mapping.base, size)
         gate = mapping.gate
+        clock_bit = getattr(gate, "clock_bit", None)
         if gate is None:
             fn = write
+        elif clock_bit is not None:
+            rcc, reg, bit = clock_bit
+
+            def fn(value: int) -> None:
+                if rcc.values[reg] >> bit & 1:  # the gate, inlined
+                    write(value)
+                else:
+                    bus.write(address, size, value)
         else:
             def fn(value: int) -> None:
                 if gate() is None:
@@ -1335,6 +1353,47 @@ def _plain_register_reader(model: Any, offset: int, size: int) -> Callable[[], i
     def read() -> int:
         return model.values[name] >> bits & mask
     return read
+
+
+def _plain_register_writer(model: Any, offset: int, size: int) -> Callable[[int], None] | None:
+    """A writer for a register of a model that keeps the framework's write (no override):
+    ``Peripheral.write`` with the register, its masks and the merge of a sub-word store
+    worked out once; the register's ``on_write`` is called as the framework calls it."""
+    if type(model).write is not Peripheral.write:
+        return None
+    loc = model._locate(offset)
+    if loc is None:
+        return None
+    c, shift = loc
+    reg = c.reg
+    name, full = reg.name, (1 << reg.width) - 1
+    written_mask = (((1 << (8 * size)) - 1) << (8 * shift)) & full
+    keep, nz, no = ~written_mask, ~c.neutral_zero, c.neutral_one
+    bits, rw_wo, w1c, w0c, toggle = 8 * shift, c.rw_wo, c.w1c, c.w0c, c.toggle
+    on_write = reg.on_write
+    if not (w1c or w0c or toggle):
+        def write(value: int) -> None:
+            values = model.values
+            old = values[name]
+            raw = ((value << bits) & written_mask) | (((old & nz) | no) & keep)
+            new = ((old & ~rw_wo) | (raw & rw_wo)) & full
+            values[name] = new
+            if on_write is not None:
+                getattr(model, on_write)(old, new, raw)
+        return write
+
+    def write_masked(value: int) -> None:
+        values = model.values
+        old = values[name]
+        raw = ((value << bits) & written_mask) | (((old & nz) | no) & keep)
+        new = (old & ~rw_wo) | (raw & rw_wo)
+        new &= ~(raw & w1c)
+        new &= ~(~raw & w0c)
+        new ^= raw & toggle
+        values[name] = new & full
+        if on_write is not None:
+            getattr(model, on_write)(old, new & full, raw)
+    return write_masked
 
 
 class _MachinePort(SimPort):
