@@ -178,6 +178,35 @@ def test_skipping_a_periodic_loop_is_exactly_as_if_it_had_run(which):
     assert with_skips == without
 
 
+def test_a_loop_resumed_after_each_tick_is_verified_over_one_period(which):
+    # After the SysTick handler returns, one period is run and compared (LoopDetector.begin_verify)
+    # instead of finding the loop again pass by pass; the run is the same as without skipping.
+    m = _idle_machine()
+    m.run(max_ns=30_000_000)
+    without = _idle_machine()
+    without.loops.enabled = False
+    without.run(max_ns=30_000_000)
+    assert m.loops.verified >= 25  # 30 ticks: the first ones find the loop by checks
+    assert _state(m) == _state(without)
+
+
+def test_a_wrong_period_fails_verification_and_the_loop_is_found_again(which):
+    m = _idle_machine()
+    m.run(max_ns=10_000_000)
+    period, models = m.loops._candidate
+    m.loops._candidate = (period + 1, models)  # not the loop's period: the states cannot match
+    m.loops.armed = True  # as if an interrupt had just returned into the loop
+    verified = m.loops.verified
+    m.run(max_ns=10_000_000)
+    assert m.loops.unverified == 1  # the first verify failed, the checks found the loop again
+    assert m.loops._candidate is not None and m.loops._candidate[0] == period
+    assert m.loops.verified >= verified + 8
+    without = _idle_machine()
+    without.loops.enabled = False
+    without.run(max_ns=20_000_000)
+    assert _state(m) == _state(without)
+
+
 @pytest.mark.parametrize("name", ["hello_base", "exc_test"])
 def test_skipping_changes_nothing_in_the_fixtures(name):
     runs = []

@@ -599,6 +599,10 @@ class Machine:
         self._synced = 0
         self._nvic_dirty = False
         self._intr_hook_ran = False
+        loops = self.loops
+        verify = loops.begin_verify(budget) if loops.armed else None
+        if verify is not None:
+            budget = verify[0]  # exactly one period of the loop the interrupt returned into
         self.engine.begin(budget, masks)
         self._in_slice = True
         error: UcError | None = None
@@ -626,6 +630,14 @@ class Machine:
         executed = st.count
         self._advance(executed - self._synced)
         self.instructions += executed
+        if self._intr_hook_ran and loops._candidate is not None:
+            loops.armed = True  # an interrupt returned (or was taken): verify the loop next slice
+        proven = 0
+        if verify is not None:
+            proven = loops.end_verify(verify, st.stopped == 1 and error is None and not st.unaligned
+                                      and self._unaligned is None and self._pending_fault is None
+                                      and self._internal_error is None and self._stop is None
+                                      and self._reset_request is None)
         if self.symbols is not None:
             self._note_path(self.pc)
         if self._internal_error is not None:
@@ -649,6 +661,8 @@ class Machine:
             self._fault(cause, fpc, addr, self.pc)
         elif not st.stopped and self._stop is None and self._just_executed_wfi():
             self.cpu.sleeping = True
+        elif proven:
+            self._fast_forward(proven, deadline, instr_limit)
         elif self.loops.want_check and self._stop is None and self._reset_request is None:
             period = self.loops.check()
             if period:
