@@ -63,7 +63,9 @@ _ATOM_TYPES = frozenset(_ATOMS)
 _FLAT_TYPES = _ATOM_TYPES | {tuple}  # tuples of atoms are values too
 # Attributes of a model that never change after construction (the register tables) or are not
 # state (the port): left out of the comparison.
-_STATIC_ATTRS = frozenset({"_by_offset", "_by_name", "_offsets", "port"})
+# The NVIC's listeners and a model's controller are references to other parts (compared on
+# their own or not state), as plain() would find; named here so marshal takes the rest at once.
+_STATIC_ATTRS = frozenset({"_by_offset", "_by_name", "_offsets", "port", "listeners", "controller"})
 _KIND: dict[type, str] = {}
 
 
@@ -306,11 +308,14 @@ class LoopDetector:
         status = uclib.uc_mem_read(m.uc._uch, base, buf, size)
         if status != 0:
             raise RuntimeError(f"uc_mem_read of SRAM failed with error {status}")
-        if models is None:
-            models = self._models(self._touched.union(self._trail[1::3]), {id(m.nvic): m.nvic})
+        plans = self._plans
+        if models is not None:  # a verify: the same dict at both ends, so the same order
+            return (m.regs.snapshot_regs(), counters, buf.raw,
+                    tuple([model_state(x, plans) for x in models.values()]))
+        models = self._models(self._touched.union(self._trail[1::3]), {id(m.nvic): m.nvic})
         self._last_models = models
         return (m.regs.snapshot_regs(), counters, buf.raw,
-                tuple(sorted((type(x).__name__, getattr(x, "name", ""), model_state(x, self._plans))
+                tuple(sorted((type(x).__name__, getattr(x, "name", ""), model_state(x, plans))
                              for x in models.values())))
 
     def check(self) -> int:
