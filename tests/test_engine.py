@@ -217,3 +217,27 @@ def test_skipping_changes_nothing_in_the_fixtures(name):
         m.run(max_ns=2_000_000_000)
         runs.append(_state(m))
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("budget", [{"max_instructions": 123_457}, {"max_ns": 7_654_321}])
+def test_a_one_block_loop_skips_its_last_pass_too_and_stops_where_it_would(which, budget):
+    # The idle loop is one translated block: the pass in which the tick falls due is skipped
+    # as well (_fast_forward, one_block), and a budget ends the run where running it would.
+    runs = []
+    for skipping in (True, False):
+        m = _idle_machine()
+        m.loops.enabled = skipping
+        stop = m.run(**budget)
+        runs.append((stop.kind, stop.pc, _state(m)))
+    assert runs[0] == runs[1]
+
+
+
+def test_run_ns_skips_a_one_block_loop_exactly(which):
+    runs = []
+    for skipping in (True, False):
+        m = _idle_machine()
+        m.loops.enabled = skipping
+        m.run_ns(7_654_321)
+        runs.append(_state(m))
+    assert runs[0] == runs[1]

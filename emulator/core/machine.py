@@ -161,6 +161,7 @@ class Machine:
         self._unmapped: tuple[int, int] | None = None  # (access, address) of the last unmapped access
         self._internal_error: BaseException | None = None
         self._external_stop = False
+        self._until_steady = True  # run()'s until cannot change without a model's callback
         self.last_stop: StopReason | None = None
         self._trapped: set[tuple[int, str]] = set()  # (address, kind) of each code hook on a flash scan match
         self._unaligned_hook: int | None = None  # memory hook installed while CCR.UNALIGN_TRP=1
@@ -406,6 +407,8 @@ class Machine:
         deadline = None if max_ns is None else self.scheduler.now_ns + max_ns
         instr_limit = None if max_instructions is None else self.instructions + max_instructions
         self._stop = self._stop if self._stop and not self._stop.clean else None
+        # Changes only through a model's callback (which a skipped pass does not run): see _fast_forward.
+        self._until_steady = until is None or until == self._stopped_externally
         while True:
             self.scheduler.run_due()
             if self._reset_request is not None:
@@ -457,7 +460,7 @@ class Machine:
         self._external_stop = False
         last: StopReason | None = None
         while self.scheduler.now_ns < target and not self._external_stop:
-            stop = self.run(max_ns=target - self.scheduler.now_ns, until=lambda: self._external_stop)
+            stop = self.run(max_ns=target - self.scheduler.now_ns, until=self._stopped_externally)
             if stop.kind in ("time-budget", "condition"):
                 break
             last = self.last_stop = stop
@@ -494,6 +497,9 @@ class Machine:
         self.cpu.sleeping = was_sleeping
         self._stop = None
         return result
+
+    def _stopped_externally(self) -> bool:
+        return self._external_stop
 
     def stop_soon(self) -> None:
         """Make :meth:`run_ns` return at the next translated-block boundary."""
@@ -662,17 +668,30 @@ class Machine:
         elif not st.stopped and self._stop is None and self._just_executed_wfi():
             self.cpu.sleeping = True
         elif proven:
-            self._fast_forward(proven, deadline, instr_limit)
+            self._fast_forward(proven, deadline, instr_limit, self._one_block_loop(proven))
         elif self.loops.want_check and self._stop is None and self._reset_request is None:
             period = self.loops.check()
             if period:
-                self._fast_forward(period, deadline, instr_limit)
+                self._fast_forward(period, deadline, instr_limit, self._one_block_loop(period))
 
-    def _fast_forward(self, period: int, deadline: int | None, instr_limit: int | None) -> None:
+    def _one_block_loop(self, period: int) -> bool:
+        """Right after a slice that proved ``period``: is the loop one translated block?
+
+        The slice ended at the end of a block of ``period`` instructions, so that block began
+        at the earlier of the two equal states: from this state the CPU runs that same block
+        again and again, and every block boundary of the loop is a pass boundary."""
+        st = self._st
+        return st.block_n == period and st.count == st.base + st.block_n
+
+    def _fast_forward(self, period: int, deadline: int | None, instr_limit: int | None,
+                      one_block: bool = False) -> None:
         """Skip whole passes of a loop proven periodic (emulator/core/loops.py) up to the next event.
 
         Every skipped pass would have done exactly what the last one did; time and the
-        instruction count advance as if they had run.
+        instruction count advance as if they had run.  The next event is taken at the first
+        block boundary at or after it falls due: inside the last pass unless the loop is
+        ``one_block``, where that boundary is the end of the pass (and the state the same as
+        now), so that pass is skipped too instead of run as a slice of its own.
         """
         due = self.scheduler.next_due()
         if deadline is not None:
@@ -689,8 +708,12 @@ class Machine:
             return
         hz = self.port.clocks.hclk
         iterations = (self.scheduler.cycles_until(due, hz) - 1) // period
-        if instr_limit is not None:
-            iterations = min(iterations, (instr_limit - self.instructions) // period)
+        if instr_limit is not None and (instr_limit - self.instructions) // period <= iterations:
+            iterations = (instr_limit - self.instructions) // period
+        elif one_block and self._until_steady and hz == self._hclk:
+            # The run loop would now run one slice: that block once (1 to `period` cycles are
+            # left to `due`), ending where it starts.
+            iterations += 1
         if iterations > 0:
             self._advance(iterations * period)
             self.instructions += iterations * period
