@@ -467,6 +467,7 @@ class FastRegisters:
                 raise UcError(status)
             return int.from_bytes(word_buf.raw, "little")
         self.read32 = read32  # a little-endian word of memory (vector fetches)
+        self._buffers: dict[int, Any] = {}  # mem_read's, one per size
 
     def _writer_one_by_one(self, reg_ids: tuple[int, ...]) -> Callable[[list[int] | tuple[int, ...]], None]:
         def write(values: list[int] | tuple[int, ...]) -> None:
@@ -475,7 +476,16 @@ class FastRegisters:
         return write
 
     def mem_read(self, address: int, size: int) -> bytearray:
-        return self.uc.mem_read(address, size)
+        """Like ``Uc.mem_read`` (a stack frame, a vector), without the binding's layers."""
+        buf = self._buffers.get(size)
+        if buf is None:
+            buf = self._buffers[size] = ctypes.create_string_buffer(size)
+        status = uclib.uc_mem_read(self.uc._uch, address, buf, size)
+        if status:
+            raise UcError(status)
+        return bytearray(buf.raw)
 
     def mem_write(self, address: int, data: bytes) -> None:
-        self.uc.mem_write(address, data)
+        status = uclib.uc_mem_write(self.uc._uch, address, data, len(data))
+        if status:
+            raise UcError(status)

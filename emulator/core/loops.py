@@ -137,6 +137,8 @@ def model_state(model: Any, plans: dict[int, tuple] | None = None) -> tuple:
     ``marshal.dumps`` call, at C speed; the others through :func:`plain`.  An attribute that
     stops being plain data (a timer handle replacing None) makes the plan be learnt again.
     """
+    if type(model) is ExceptionController:
+        return model.loop_state()
     attrs = vars(model)
     if plans is None:
         return tuple([(k, plain(v, 1)) for k, v in attrs.items() if k not in _STATIC_ATTRS])

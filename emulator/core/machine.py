@@ -507,7 +507,7 @@ class Machine:
         self._request_stop()
 
     def _take_pending_exception(self) -> bool:
-        if True not in self.nvic.pending:
+        if not any(self.nvic.pending):  # bools: any() is the cheapest look at C speed
             return False
         exc = self.exc.deliverable()
         if exc is None:
@@ -594,7 +594,7 @@ class Machine:
         if instr_limit is not None:
             budget = max(1, min(budget, instr_limit - self.instructions))
         masks = None
-        if True in self.nvic.pending and self.exc.pending_but_masked():
+        if any(self.nvic.pending) and self.exc.pending_but_masked():
             # End the slice when PRIMASK/FAULTMASK/BASEPRI change: CPS and MSR end a translated
             # block, so the interrupt is taken right after the instruction that unmasks it.
             r = self.regs.reg_read
@@ -750,7 +750,7 @@ class Machine:
     def _nvic_changed(self) -> None:
         # An enable, priority or pending change can only make an exception deliverable when one
         # is pending (a set_pending comes here too): otherwise the CPU runs on.
-        if self._in_slice and True in self.nvic.pending:
+        if self._in_slice and any(self.nvic.pending):
             self._st.deadline = 0
             self._nvic_dirty = True
 
