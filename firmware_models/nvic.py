@@ -62,9 +62,10 @@ class ExceptionController:
 
     def loop_state(self) -> tuple:
         """The whole state as a comparable value, for emulator.core.loops (compared on every
-        look at a loop): the per-exception lists are bools and priority bytes, so bytes()."""
-        return (self.n_irq, self.count, self.priority_mask, bytes(self.pending), bytes(self.active),
-                bytes(self.enabled), bytes(self.priority), bytes(self.line), self.prigroup, self.vtor)
+        look at a loop): the per-exception lists hold bools and ints, so copies of them are
+        values (and compare by identity of their items, at C speed)."""
+        return (self.n_irq, self.count, self.priority_mask, self.pending[:], self.active[:],
+                self.enabled[:], self.priority[:], self.line[:], self.prigroup, self.vtor)
 
     # -- priorities ---------------------------------------------------------------
     def raw_priority(self, exc: int) -> int:
