@@ -49,6 +49,7 @@ _ENTRY_REGS = (A.UC_ARM_REG_IPSR, A.UC_ARM_REG_CONTROL, A.UC_ARM_REG_PSP, A.UC_A
 _ENTER_REGS = (A.UC_ARM_REG_LR, A.UC_ARM_REG_XPSR, A.UC_ARM_REG_IPSR, A.UC_ARM_REG_APSR_NZCV,
                A.UC_ARM_REG_PC)
 _RETURN_REGS = (A.UC_ARM_REG_PSP, A.UC_ARM_REG_MSP, A.UC_ARM_REG_CONTROL)
+_MASK_REGS = (A.UC_ARM_REG_PRIMASK, A.UC_ARM_REG_FAULTMASK, A.UC_ARM_REG_BASEPRI)
 _FRAME_REGS = (A.UC_ARM_REG_R0, A.UC_ARM_REG_R1, A.UC_ARM_REG_R2, A.UC_ARM_REG_R3, A.UC_ARM_REG_R12,
                A.UC_ARM_REG_LR, A.UC_ARM_REG_XPSR, A.UC_ARM_REG_IPSR, A.UC_ARM_REG_APSR_NZCV)
 
@@ -93,6 +94,7 @@ class ExceptionEngine:
         writer = getattr(uc, "writer", None)
         self._read_entry = reader(_ENTRY_REGS) if reader else (lambda: [uc.reg_read(r) for r in _ENTRY_REGS])
         self._read_return = reader(_RETURN_REGS) if reader else (lambda: [uc.reg_read(r) for r in _RETURN_REGS])
+        self._read_masks = reader(_MASK_REGS) if reader else (lambda: [uc.reg_read(r) for r in _MASK_REGS])
         self._write_enter = writer(_ENTER_REGS) if writer else self._one_by_one(_ENTER_REGS)
         msp_enter, psp_enter = (A.UC_ARM_REG_MSP,) + _ENTER_REGS, (A.UC_ARM_REG_PSP, A.UC_ARM_REG_CONTROL) + _ENTER_REGS
         self._write_enter_msp = writer(msp_enter) if writer else self._one_by_one(msp_enter)
@@ -130,9 +132,8 @@ class ExceptionEngine:
         return self.uc.reg_read(A.UC_ARM_REG_IPSR) & 0x1FF
 
     def masks(self) -> tuple[bool, bool, int]:
-        r = self.uc.reg_read
-        return bool(r(A.UC_ARM_REG_PRIMASK) & 1), bool(r(A.UC_ARM_REG_FAULTMASK) & 1), \
-            r(A.UC_ARM_REG_BASEPRI) & 0xFF
+        primask, faultmask, basepri = self._read_masks()
+        return bool(primask & 1), bool(faultmask & 1), basepri & 0xFF
 
     def execution_priority(self) -> int:
         return self.ctl.execution_priority(*self.masks())

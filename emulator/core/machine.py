@@ -431,7 +431,7 @@ class Machine:
                 if not self._skip_to(stall if nxt is None else min(stall, nxt), deadline):
                     return self._stop  # type: ignore[return-value]
                 continue
-            if self._take_pending_exception():
+            if self._take_pending_exception(pc):
                 continue
             if self.cpu.sleeping:
                 if not self._sleep(deadline):
@@ -506,7 +506,7 @@ class Machine:
         self._external_stop = True
         self._request_stop()
 
-    def _take_pending_exception(self) -> bool:
+    def _take_pending_exception(self, pc: int) -> bool:
         if not any(self.nvic.pending):  # bools: any() is the cheapest look at C speed
             return False
         exc = self.exc.deliverable()
@@ -514,7 +514,7 @@ class Machine:
             return False
         self.cpu.sleeping = False
         try:
-            self.exc.take(exc, self.pc)
+            self.exc.take(exc, pc)  # the PC the run loop just read
         except Lockup as e:
             self._lockup(e)
         return True
