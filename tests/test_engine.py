@@ -241,3 +241,30 @@ def test_run_ns_skips_a_one_block_loop_exactly(which):
         m.run_ns(7_654_321)
         runs.append(_state(m))
     assert runs[0] == runs[1]
+
+
+def test_a_stop_soon_in_a_periodic_loop_ends_run_ns_where_it_would_without_skipping(which):
+    # A model that asks for the CPU back (stop_soon) in the first pass after each tick, the
+    # pass a resumed loop is verified over, ends run_ns at the block boundary after it: no
+    # pass is skipped past that request.
+    runs = []
+    for skipping in (True, False):
+        m = _idle_machine()
+        m.loops.enabled = skipping
+        m.run(max_ns=3_000_000)  # the loop found and skipped around a few ticks
+        gpio = m.gpio["A"]
+        read, seen = gpio._idr_read, [m.read_word(0x2000_0000)]
+
+        def asking(read=read, m=m, seen=seen) -> int:
+            ticks = m.read_word(0x2000_0000)  # the ISR's count
+            if ticks != seen[0]:
+                seen[0] = ticks
+                m.stop_soon()
+            return read()
+        gpio._idr_read = asking  # type: ignore[method-assign]
+        ends = []
+        for _ in range(3):
+            m.run_ns(2_500_000)
+            ends.append(m.now_ns)
+        runs.append((ends, _state(m)))
+    assert runs[0] == runs[1]

@@ -162,6 +162,7 @@ class Machine:
         self._internal_error: BaseException | None = None
         self._external_stop = False
         self._until_steady = True  # run()'s until cannot change without a model's callback
+        self._until_external = False  # run()'s until is run_ns's: stop_soon() ends the run
         self.last_stop: StopReason | None = None
         self._trapped: set[tuple[int, str]] = set()  # (address, kind) of each code hook on a flash scan match
         self._unaligned_hook: int | None = None  # memory hook installed while CCR.UNALIGN_TRP=1
@@ -408,7 +409,8 @@ class Machine:
         instr_limit = None if max_instructions is None else self.instructions + max_instructions
         self._stop = self._stop if self._stop and not self._stop.clean else None
         # Changes only through a model's callback (which a skipped pass does not run): see _fast_forward.
-        self._until_steady = until is None or until == self._stopped_externally
+        self._until_external = until is not None and until == self._stopped_externally
+        self._until_steady = until is None or self._until_external
         while True:
             self.scheduler.run_due()
             if self._reset_request is not None:
@@ -693,6 +695,11 @@ class Machine:
         ``one_block``, where that boundary is the end of the pass (and the state the same as
         now), so that pass is skipped too instead of run as a slice of its own.
         """
+        if self._until_external and self._external_stop:
+            # stop_soon() was called in the last pass: run_ns returns at this block boundary,
+            # as it would without skipping.
+            self.loops.forget_passes()
+            return
         due = self.scheduler.next_due()
         if deadline is not None:
             due = deadline if due is None else min(due, deadline)
