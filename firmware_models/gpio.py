@@ -47,8 +47,8 @@ class GPIO(Peripheral):
     SIZE = 0x400
 
     REGISTERS = (
-        Register("CRL", 0x00, 0x4444_4444, _cr_fields(0), on_write="_cr_written"),
-        Register("CRH", 0x04, 0x4444_4444, _cr_fields(8), on_write="_cr_written"),
+        Register("CRL", 0x00, 0x4444_4444, _cr_fields(0), on_write="_crl_written"),
+        Register("CRH", 0x04, 0x4444_4444, _cr_fields(8), on_write="_crh_written"),
         Register("IDR", 0x08, 0, (Field("IDR", 0, 16, Access.RO),), on_read="_idr_read"),
         Register("ODR", 0x0C, 0, (Field("ODR", 0, 16),), on_write="_outputs_written"),
         # §9.2.5: BSy sets, BRy resets, and "if both BSx and BRx are set, BSx has priority".
@@ -226,11 +226,15 @@ class GPIO(Peripheral):
                 self.port.guest_error(self.name, f"pin {pin}: input CNF=11 is reserved")
         self._note_output_changes()
 
-    def write(self, offset: int, size: int, value: int) -> None:
-        # The framework's on_write does not say which register it serves; CRL and CRH share
-        # one handler, so note it here.
-        self._last_cr = "CRL" if offset < 4 else "CRH"
-        super().write(offset, size, value)
+    # The framework's on_write does not say which register it serves: one entry point each
+    # for CRL and CRH (no write() override, so the machine's compiled MMIO writer applies).
+    def _crl_written(self, old: int, new: int, raw: int) -> None:
+        self._last_cr = "CRL"
+        self._cr_written(old, new, raw)
+
+    def _crh_written(self, old: int, new: int, raw: int) -> None:
+        self._last_cr = "CRH"
+        self._cr_written(old, new, raw)
 
     def _outputs_written(self, old: int, new: int, raw: int) -> None:
         self._note_output_changes()

@@ -56,6 +56,17 @@ class ExceptionController:
         self.prigroup = 0
         self.vtor = 0
 
+    # Every attribute but the listeners (callbacks, not state): see loop_state.
+    STATE_ATTRS = ("n_irq", "count", "priority_mask", "pending", "active", "enabled", "priority", "line",
+                   "prigroup", "vtor")
+
+    def loop_state(self) -> tuple:
+        """The whole state as a comparable value, for emulator.core.loops (compared on every
+        look at a loop): the per-exception lists hold bools and ints, so copies of them are
+        values (and compare by identity of their items, at C speed)."""
+        return (self.n_irq, self.count, self.priority_mask, self.pending[:], self.active[:],
+                self.enabled[:], self.priority[:], self.line[:], self.prigroup, self.vtor)
+
     # -- priorities ---------------------------------------------------------------
     def raw_priority(self, exc: int) -> int:
         if exc == RESET:
@@ -148,7 +159,7 @@ class ExceptionController:
         return [e for e in range(1, self.count) if self.active[e]]
 
     def nested_active_count(self) -> int:
-        return sum(self.active)
+        return self.active.count(True)  # bools: count() runs at C speed, sum() does not
 
     def _changed(self) -> None:
         for listener in self.listeners:

@@ -59,6 +59,11 @@ def decode_bits(value: int, table: dict[str, int]) -> list[str]:
     return [name for name, bit in table.items() if value >> bit & 1]
 
 
+# CCR's single-bit fields by position (the CCR register below).
+_CCR_BITS = {"NONBASETHRDENA": 0, "USERSETMPEND": 1, "UNALIGN_TRP": 3, "DIV_0_TRP": 4, "BFHFNMIGN": 8,
+             "STKALIGN": 9}
+
+
 class SCB(Peripheral):
     NAME = "SCB"
     SIZE = 0x100
@@ -219,6 +224,9 @@ class SCB(Peripheral):
         self.record_cfsr("MMARVALID")
 
     def ccr(self, name: str) -> bool:
+        bit = _CCR_BITS.get(name)  # every exception entry and return asks for STKALIGN
+        if bit is not None:
+            return bool(self.values["CCR"] >> bit & 1)
         return bool(self.field("CCR", name))
 
 

@@ -89,13 +89,24 @@ class SysTick(Peripheral):
         self._timer = self.port.schedule(delay, self._reached_zero, "systick")
 
     def _reached_zero(self) -> None:
+        # Once per tick of a running SysTick (1 kHz in most firmware): the register fields by
+        # their bits (CTRL: ENABLE 0, TICKINT 1, CLKSOURCE 2, COUNTFLAG 16).
         self._timer = None
-        self.set_field("CTRL", "COUNTFLAG", 1)
+        values = self.values
+        values["CTRL"] |= 1 << 16
         self._epoch_ns = self.port.now_ns()
         self._epoch_value = 0
-        if self.field("CTRL", "TICKINT"):
+        if values["CTRL"] & 2:
             self._pend()
-        self._reschedule()
+        ctrl, load = values["CTRL"], values["LOAD"]
+        if self._timer is not None or not (ctrl & 1 and load):
+            self._reschedule()  # changed by what the pend set off, or stopped: the general path
+            return
+        # The counter is at 0 now: it reaches 0 again LOAD+1 ticks later (B3.3.1), as
+        # _reschedule finds.
+        hclk = self.port.clocks.hclk
+        hz = hclk if ctrl & 4 else hclk // 8
+        self._timer = self.port.schedule(-(-(load + 1) * NS // hz), self._reached_zero, "systick")
 
     def _clock_changed(self) -> None:
         if self._running():

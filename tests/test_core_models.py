@@ -224,3 +224,18 @@ def test_dwt_cycle_counter_counts_only_while_enabled():
     dwt.write(0x0, 4, 0)
     cycles[0] = 1000
     assert dwt.read(0x4, 4) == 250
+
+
+def test_the_controllers_loop_state_covers_every_attribute_but_its_listeners():
+    # emulator.core.loops compares loop_state() instead of the attributes: a new attribute
+    # must be added to it (and to STATE_ATTRS).
+    c = ExceptionController(60)
+    assert set(vars(c)) == set(ExceptionController.STATE_ATTRS) | {"listeners"}
+    before = c.loop_state()
+    for change in (lambda: c.set_pending(20), lambda: c.activate(20), lambda: c.set_priority(20, 0x30),
+                   lambda: c.set_line(5, True)):
+        change()
+        assert c.loop_state() != before
+        before = c.loop_state()
+    c.enabled[30] = True
+    assert c.loop_state() != before

@@ -178,6 +178,35 @@ def test_skipping_a_periodic_loop_is_exactly_as_if_it_had_run(which):
     assert with_skips == without
 
 
+def test_a_loop_resumed_after_each_tick_is_verified_over_one_period(which):
+    # After the SysTick handler returns, one period is run and compared (LoopDetector.begin_verify)
+    # instead of finding the loop again pass by pass; the run is the same as without skipping.
+    m = _idle_machine()
+    m.run(max_ns=30_000_000)
+    without = _idle_machine()
+    without.loops.enabled = False
+    without.run(max_ns=30_000_000)
+    assert m.loops.verified >= 25  # 30 ticks: the first ones find the loop by checks
+    assert _state(m) == _state(without)
+
+
+def test_a_wrong_period_fails_verification_and_the_loop_is_found_again(which):
+    m = _idle_machine()
+    m.run(max_ns=10_000_000)
+    period, models = m.loops._candidate
+    m.loops._candidate = (period + 1, models)  # not the loop's period: the states cannot match
+    m.loops.armed = True  # as if an interrupt had just returned into the loop
+    verified = m.loops.verified
+    m.run(max_ns=10_000_000)
+    assert m.loops.unverified == 1  # the first verify failed, the checks found the loop again
+    assert m.loops._candidate is not None and m.loops._candidate[0] == period
+    assert m.loops.verified >= verified + 8
+    without = _idle_machine()
+    without.loops.enabled = False
+    without.run(max_ns=20_000_000)
+    assert _state(m) == _state(without)
+
+
 @pytest.mark.parametrize("name", ["hello_base", "exc_test"])
 def test_skipping_changes_nothing_in_the_fixtures(name):
     runs = []
@@ -187,4 +216,55 @@ def test_skipping_changes_nothing_in_the_fixtures(name):
         m.loops.enabled = skipping
         m.run(max_ns=2_000_000_000)
         runs.append(_state(m))
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("budget", [{"max_instructions": 123_457}, {"max_ns": 7_654_321}])
+def test_a_one_block_loop_skips_its_last_pass_too_and_stops_where_it_would(which, budget):
+    # The idle loop is one translated block: the pass in which the tick falls due is skipped
+    # as well (_fast_forward, one_block), and a budget ends the run where running it would.
+    runs = []
+    for skipping in (True, False):
+        m = _idle_machine()
+        m.loops.enabled = skipping
+        stop = m.run(**budget)
+        runs.append((stop.kind, stop.pc, _state(m)))
+    assert runs[0] == runs[1]
+
+
+
+def test_run_ns_skips_a_one_block_loop_exactly(which):
+    runs = []
+    for skipping in (True, False):
+        m = _idle_machine()
+        m.loops.enabled = skipping
+        m.run_ns(7_654_321)
+        runs.append(_state(m))
+    assert runs[0] == runs[1]
+
+
+def test_a_stop_soon_in_a_periodic_loop_ends_run_ns_where_it_would_without_skipping(which):
+    # A model that asks for the CPU back (stop_soon) in the first pass after each tick, the
+    # pass a resumed loop is verified over, ends run_ns at the block boundary after it: no
+    # pass is skipped past that request.
+    runs = []
+    for skipping in (True, False):
+        m = _idle_machine()
+        m.loops.enabled = skipping
+        m.run(max_ns=3_000_000)  # the loop found and skipped around a few ticks
+        gpio = m.gpio["A"]
+        read, seen = gpio._idr_read, [m.read_word(0x2000_0000)]
+
+        def asking(read=read, m=m, seen=seen) -> int:
+            ticks = m.read_word(0x2000_0000)  # the ISR's count
+            if ticks != seen[0]:
+                seen[0] = ticks
+                m.stop_soon()
+            return read()
+        gpio._idr_read = asking  # type: ignore[method-assign]
+        ends = []
+        for _ in range(3):
+            m.run_ns(2_500_000)
+            ends.append(m.now_ns)
+        runs.append((ends, _state(m)))
     assert runs[0] == runs[1]

@@ -63,6 +63,7 @@ void bs_set_api(void *reg_read, void *reg_write);
 int64_t bs_reg_get(void *uc, int regid);
 int bs_reg_set(void *uc, int regid, uint32_t value);
 int bs_regs_get(void *uc, const int *ids, uint32_t *out, int n);
+int bs_regs_set(void *uc, const int *ids, const uint32_t *values, int n);
 """
 
 SOURCE = STATE + r"""
@@ -267,6 +268,17 @@ int64_t bs_reg_get(void *uc, int regid)  /* the value, or -(Unicorn error) */
 int bs_reg_set(void *uc, int regid, uint32_t value)
 {
     return bs_p_reg_write(uc, regid, &value);
+}
+
+int bs_regs_set(void *uc, const int *ids, const uint32_t *values, int n)  /* in order */
+{
+    int i, err;
+    for (i = 0; i < n; i++) {
+        err = bs_p_reg_write(uc, ids[i], &values[i]);
+        if (err)
+            return err;
+    }
+    return 0;
 }
 
 int bs_regs_get(void *uc, const int *ids, uint32_t *out, int n)

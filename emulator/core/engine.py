@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Callable
 from typing import Any
 
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, Uc, UcError
@@ -400,6 +401,33 @@ class FastRegisters:
                 if status:
                     raise UcError(status)
                 return tuple(out)
+
+            set_many = getattr(lib, "bs_regs_set", None)  # absent from an extension built before it
+
+            def reader(reg_ids: tuple[int, ...]) -> Callable[[], list[int]]:
+                k = len(reg_ids)
+                c_ids, c_out = ffi.new("int[]", reg_ids), ffi.new("uint32_t[]", k)
+
+                def read() -> list[int]:
+                    status = many(handle, c_ids, c_out, k)
+                    if status:
+                        raise UcError(status)
+                    return c_out[0:k]
+                return read
+
+            def writer(reg_ids: tuple[int, ...]) -> Callable[[list[int] | tuple[int, ...]], None]:
+                k = len(reg_ids)
+                if set_many is None:
+                    return self._writer_one_by_one(reg_ids)
+                c_ids, c_values = ffi.new("int[]", reg_ids), ffi.new("uint32_t[]", k)
+
+                def write(values: list[int] | tuple[int, ...]) -> None:
+                    for i in range(k):
+                        c_values[i] = values[i] & 0xFFFFFFFF
+                    status = set_many(handle, c_ids, c_values, k)
+                    if status:
+                        raise UcError(status)
+                return write
         else:
             word = ctypes.c_uint32()
             ref = ctypes.byref(word)
@@ -420,12 +448,44 @@ class FastRegisters:
             def snapshot_regs() -> tuple[int, ...]:
                 return tuple(reg_read(r) for r in SNAPSHOT_REGS)
 
+            def reader(reg_ids: tuple[int, ...]) -> Callable[[], list[int]]:
+                return lambda: [reg_read(r) for r in reg_ids]
+
+            writer = self._writer_one_by_one
+
         self.reg_read = reg_read
         self.reg_write = reg_write
         self.snapshot_regs = snapshot_regs  # SNAPSHOT_REGS, for emulator.core.loops
+        # reader(ids)() reads those registers at once; writer(ids)(values) writes them in order.
+        self.reader = reader
+        self.writer = writer
+        word_buf, mem_read = ctypes.create_string_buffer(4), uclib.uc_mem_read
+
+        def read32(address: int) -> int:
+            status = mem_read(uch, address, word_buf, 4)
+            if status:
+                raise UcError(status)
+            return int.from_bytes(word_buf.raw, "little")
+        self.read32 = read32  # a little-endian word of memory (vector fetches)
+        self._buffers: dict[int, Any] = {}  # mem_read's, one per size
+
+    def _writer_one_by_one(self, reg_ids: tuple[int, ...]) -> Callable[[list[int] | tuple[int, ...]], None]:
+        def write(values: list[int] | tuple[int, ...]) -> None:
+            for reg_id, value in zip(reg_ids, values, strict=True):
+                self.reg_write(reg_id, value)
+        return write
 
     def mem_read(self, address: int, size: int) -> bytearray:
-        return self.uc.mem_read(address, size)
+        """Like ``Uc.mem_read`` (a stack frame, a vector), without the binding's layers."""
+        buf = self._buffers.get(size)
+        if buf is None:
+            buf = self._buffers[size] = ctypes.create_string_buffer(size)
+        status = uclib.uc_mem_read(self.uc._uch, address, buf, size)
+        if status:
+            raise UcError(status)
+        return bytearray(buf.raw)
 
     def mem_write(self, address: int, data: bytes) -> None:
-        self.uc.mem_write(address, data)
+        status = uclib.uc_mem_write(self.uc._uch, address, data, len(data))
+        if status:
+            raise UcError(status)

@@ -42,6 +42,18 @@ _FAULT_OF_CFSR = {
 }
 
 
+# Registers moved by exception entry and return, in the order they are read or written.
+_ENTRY_REGS = (A.UC_ARM_REG_IPSR, A.UC_ARM_REG_CONTROL, A.UC_ARM_REG_PSP, A.UC_ARM_REG_MSP,
+               A.UC_ARM_REG_XPSR, A.UC_ARM_REG_R0, A.UC_ARM_REG_R1, A.UC_ARM_REG_R2, A.UC_ARM_REG_R3,
+               A.UC_ARM_REG_R12, A.UC_ARM_REG_LR)
+_ENTER_REGS = (A.UC_ARM_REG_LR, A.UC_ARM_REG_XPSR, A.UC_ARM_REG_IPSR, A.UC_ARM_REG_APSR_NZCV,
+               A.UC_ARM_REG_PC)
+_RETURN_REGS = (A.UC_ARM_REG_PSP, A.UC_ARM_REG_MSP, A.UC_ARM_REG_CONTROL)
+_MASK_REGS = (A.UC_ARM_REG_PRIMASK, A.UC_ARM_REG_FAULTMASK, A.UC_ARM_REG_BASEPRI)
+_FRAME_REGS = (A.UC_ARM_REG_R0, A.UC_ARM_REG_R1, A.UC_ARM_REG_R2, A.UC_ARM_REG_R3, A.UC_ARM_REG_R12,
+               A.UC_ARM_REG_LR, A.UC_ARM_REG_XPSR, A.UC_ARM_REG_IPSR, A.UC_ARM_REG_APSR_NZCV)
+
+
 class Lockup(Exception):  # noqa: N818 - the architecture's name for the state
     """The core entered lockup (a fault while in HardFault or NMI, B1.5.15)."""
 
@@ -76,15 +88,52 @@ class ExceptionEngine:
         self.taken_counts: dict[int, int] = {}
         self.first_taken_ns: dict[int, int] = {}
         self.on_taken: list[Callable[[int, int], None]] = []  # (exception, handler address)
+        # Entry and return move a whole frame: the registers go through Unicorn in one call
+        # each way when the register access offers it (FastRegisters.reader/writer).
+        reader = getattr(uc, "reader", None)
+        writer = getattr(uc, "writer", None)
+        self._read_entry = reader(_ENTRY_REGS) if reader else (lambda: [uc.reg_read(r) for r in _ENTRY_REGS])
+        self._read_return = reader(_RETURN_REGS) if reader else (lambda: [uc.reg_read(r) for r in _RETURN_REGS])
+        self._read_masks = reader(_MASK_REGS) if reader else (lambda: [uc.reg_read(r) for r in _MASK_REGS])
+        self._write_enter = writer(_ENTER_REGS) if writer else self._one_by_one(_ENTER_REGS)
+        msp_enter, psp_enter = (A.UC_ARM_REG_MSP,) + _ENTER_REGS, (A.UC_ARM_REG_PSP, A.UC_ARM_REG_CONTROL) + _ENTER_REGS
+        self._write_enter_msp = writer(msp_enter) if writer else self._one_by_one(msp_enter)
+        self._write_enter_psp = writer(psp_enter) if writer else self._one_by_one(psp_enter)
+        self._return_writers: dict[tuple[bool, int], Callable[[list[int]], None]] = {}
+        self._writer = writer
+        self._read32_fn = getattr(uc, "read32", None)
+
+    def _return_writer(self, clear_faultmask: bool, exc_return: int) -> Callable[[list[int]], None]:
+        """The registers exception_return writes for this EXC_RETURN, in its order."""
+        key = (clear_faultmask, exc_return)
+        write = self._return_writers.get(key)
+        if write is None:
+            regs = (A.UC_ARM_REG_FAULTMASK,) if clear_faultmask else ()
+            regs += _FRAME_REGS
+            if exc_return == EXC_RETURN_THREAD_PSP:
+                regs += (A.UC_ARM_REG_PSP, A.UC_ARM_REG_CONTROL)
+            elif exc_return == EXC_RETURN_THREAD_MSP:
+                regs += (A.UC_ARM_REG_MSP, A.UC_ARM_REG_CONTROL)
+            else:
+                regs += (A.UC_ARM_REG_MSP,)
+            regs += (A.UC_ARM_REG_PC,)
+            write = self._writer(regs) if self._writer else self._one_by_one(regs)
+            self._return_writers[key] = write
+        return write
+
+    def _one_by_one(self, regs: tuple[int, ...]) -> Callable[[list[int]], None]:
+        def write(values: list[int]) -> None:
+            for reg, value in zip(regs, values, strict=True):
+                self.uc.reg_write(reg, value)
+        return write
 
     # -- register access --------------------------------------------------------------
     def ipsr(self) -> int:
         return self.uc.reg_read(A.UC_ARM_REG_IPSR) & 0x1FF
 
     def masks(self) -> tuple[bool, bool, int]:
-        r = self.uc.reg_read
-        return bool(r(A.UC_ARM_REG_PRIMASK) & 1), bool(r(A.UC_ARM_REG_FAULTMASK) & 1), \
-            r(A.UC_ARM_REG_BASEPRI) & 0xFF
+        primask, faultmask, basepri = self._read_masks()
+        return bool(primask & 1), bool(faultmask & 1), basepri & 0xFF
 
     def execution_priority(self) -> int:
         return self.ctl.execution_priority(*self.masks())
@@ -106,6 +155,8 @@ class ExceptionEngine:
             exc, *self.masks())
 
     def _read32(self, address: int) -> int:
+        if self._read32_fn is not None:
+            return self._read32_fn(address)
         return struct.unpack("<I", self.uc.mem_read(address, 4))[0]
 
     def _set_xpsr(self, value: int) -> None:
@@ -123,11 +174,10 @@ class ExceptionEngine:
         while executing with T=0, which Unicorn does not keep once we move the PC).
         """
         uc = self.uc
-        in_handler = self.ipsr() != 0
-        control = uc.reg_read(A.UC_ARM_REG_CONTROL)
+        ipsr, control, psp, msp, xpsr, r0, r1, r2, r3, r12, lr = self._read_entry()
+        in_handler = (ipsr & 0x1FF) != 0
         use_psp = not in_handler and bool(control & 2)
-        sp = uc.reg_read(A.UC_ARM_REG_PSP if use_psp else A.UC_ARM_REG_MSP)
-        xpsr = uc.reg_read(A.UC_ARM_REG_XPSR)
+        sp = psp if use_psp else msp
         if thumb is not None:
             xpsr = (xpsr & ~(1 << 24)) | (int(thumb) << 24)
         frame_sp = (sp - 32) & 0xFFFFFFFF
@@ -139,12 +189,23 @@ class ExceptionEngine:
             xpsr |= 1 << 9
         else:
             xpsr &= ~(1 << 9)
-        regs = [uc.reg_read(r) for r in (A.UC_ARM_REG_R0, A.UC_ARM_REG_R1, A.UC_ARM_REG_R2,
-                                          A.UC_ARM_REG_R3, A.UC_ARM_REG_R12, A.UC_ARM_REG_LR)]
-        frame = struct.pack("<8I", *regs, return_address & 0xFFFFFFFE, xpsr & 0xFFFFFFFF)
+        frame = struct.pack("<8I", r0, r1, r2, r3, r12, lr, return_address & 0xFFFFFFFE, xpsr & 0xFFFFFFFF)
         stack_ok = self._writable(frame_sp, 32)
+        exc_return = EXC_RETURN_HANDLER_MSP if in_handler else (
+            EXC_RETURN_THREAD_PSP if use_psp else EXC_RETURN_THREAD_MSP)
+        handler: int | None = None
         if stack_ok:
             uc.mem_write(frame_sp, frame)
+            try:
+                handler = self._read32(self.ctl.vtor + 4 * exc)
+            except UcError:
+                handler = None  # VECTTBL: _vector below
+            if handler is not None and handler != 0xFFFFFFFF:
+                # The common case: the new stack pointer goes with the handler's registers in
+                # one write (the vector fetch has no effect on the registers).
+                self.ctl.activate(exc)
+                self._enter(exc, exc_return, handler, (frame_sp, control & ~2) if use_psp else (frame_sp,))
+                return
         if use_psp:
             uc.reg_write(A.UC_ARM_REG_PSP, frame_sp)
             uc.reg_write(A.UC_ARM_REG_CONTROL, control & ~2)  # SPSEL=0 in thread: SP is MSP
@@ -154,15 +215,19 @@ class ExceptionEngine:
             # Derived fault on stacking (B1.5.6 PushStack): STKERR/MSTKERR.
             self._stacking_failed(exc, frame_sp, return_address)
             return
-        exc_return = EXC_RETURN_HANDLER_MSP if in_handler else (
-            EXC_RETURN_THREAD_PSP if use_psp else EXC_RETURN_THREAD_MSP)
-        self._vector(exc, exc_return, return_address)
+        self._vector(exc, exc_return, return_address, handler, fetched=True)
 
-    def _vector(self, exc: int, exc_return: int, return_address: int) -> None:
+    def _vector(self, exc: int, exc_return: int, return_address: int, handler: int | None = None,
+                fetched: bool = False) -> None:
+        """Fetch the vector (unless ``fetched``: then ``handler`` is it, None when the fetch
+        failed) and enter the handler."""
         vtor = self.ctl.vtor
-        try:
-            handler = self._read32(vtor + 4 * exc)
-        except UcError:
+        if not fetched:
+            try:
+                handler = self._read32(vtor + 4 * exc)
+            except UcError:
+                handler = None
+        if handler is None:
             # Vector table read failed: HardFault with HFSR.VECTTBL (B1.5.6).
             if exc in (HARDFAULT, NMI):
                 raise Lockup(f"vector fetch for {exception_name(exc)} from 0x{vtor + 4 * exc:08X} failed",
@@ -184,16 +249,23 @@ class ExceptionEngine:
         except UcError:
             raise Lockup(f"vector fetch from 0x{address:08X} failed", address) from None
 
-    def _enter(self, exc: int, exc_return: int, handler: int) -> None:
-        uc = self.uc
-        uc.reg_write(A.UC_ARM_REG_LR, exc_return)
+    def _enter(self, exc: int, exc_return: int, handler: int, stack: tuple[int, ...] = ()) -> None:
         # EPSR.T comes from bit 0 of the vector; without it the first instruction of the
         # handler takes an INVSTATE UsageFault (B1.5.6): the stacked PC is the handler's
         # address and the stacked xPSR has T=0 and the handler's exception number.
-        self._set_xpsr((1 << 24) | exc)
-        uc.reg_write(A.UC_ARM_REG_PC, handler | 1)  # Unicorn takes the Thumb state from bit 0
+        # [the frame's SP (MSP, or PSP and CONTROL), from take], LR, then xPSR as _set_xpsr
+        # writes it, then the PC (Unicorn takes the Thumb state from its bit 0), in that order.
+        xpsr = (1 << 24) | exc
+        values = (exc_return, xpsr, xpsr & 0x1FF, xpsr & 0xF0000000, handler | 1)
+        if not stack:
+            self._write_enter(values)
+        elif len(stack) == 1:
+            self._write_enter_msp(stack + values)
+        else:
+            self._write_enter_psp(stack + values)
         self.taken_counts[exc] = self.taken_counts.get(exc, 0) + 1
-        self.first_taken_ns.setdefault(exc, self._now_ns())
+        if exc not in self.first_taken_ns:
+            self.first_taken_ns[exc] = self._now_ns()
         for hook in self.on_taken:
             hook(exc, handler)
         if not handler & 1:
@@ -306,31 +378,33 @@ class ExceptionEngine:
             self._illegal_return(exc_return, returning, problem)
             return
         self.ctl.deactivate(returning)
-        if returning != NMI:
-            uc.reg_write(A.UC_ARM_REG_FAULTMASK, 0)  # DeActivate() clears FAULTMASK (B1.5.8)
+        clear_faultmask = returning != NMI  # DeActivate() clears FAULTMASK (B1.5.8)
         to_psp = exc_return == EXC_RETURN_THREAD_PSP
-        sp = uc.reg_read(A.UC_ARM_REG_PSP if to_psp else A.UC_ARM_REG_MSP)
+        psp, msp, control = self._read_return()
+        sp = psp if to_psp else msp
         if not self._writable(sp, 32):
+            if clear_faultmask:
+                uc.reg_write(A.UC_ARM_REG_FAULTMASK, 0)
             self.ctl.active[returning] = True
             self.fault("UNSTKERR", 0xFFFFFFFF & exc_return)
             return
         r0, r1, r2, r3, r12, lr, pc, xpsr = struct.unpack("<8I", self.uc.mem_read(sp, 32))
         # PopStack: SP = (SP + framesize) OR ((xPSR<9> AND CCR.STKALIGN) << 2)  (B1.5.8).
         new_sp = (sp + 32) | (4 if xpsr & (1 << 9) and self.scb.ccr("STKALIGN") else 0)
-        for reg, value in ((A.UC_ARM_REG_R0, r0), (A.UC_ARM_REG_R1, r1), (A.UC_ARM_REG_R2, r2),
-                           (A.UC_ARM_REG_R3, r3), (A.UC_ARM_REG_R12, r12), (A.UC_ARM_REG_LR, lr)):
-            uc.reg_write(reg, value)
         ipsr = 0 if exc_return != EXC_RETURN_HANDLER_MSP else (xpsr & 0x1FF)
-        # Leave handler mode first (SP is then MSP), then select the thread stack.
-        self._set_xpsr((xpsr & ~0x1FF & ~(1 << 9)) | ipsr)
+        # In one write, in this order: FAULTMASK cleared, the frame's registers, xPSR as
+        # _set_xpsr writes it (leaving handler mode first: SP is then MSP), the stack pointer,
+        # the thread stack selected (SPSEL is written once out of handler mode), the PC.
+        # CONTROL is as read above: nothing in between writes it.
+        new_xpsr = (xpsr & ~0x1FF & ~(1 << 9)) | ipsr
+        values = [0] if clear_faultmask else []
+        values += (r0, r1, r2, r3, r12, lr, new_xpsr, new_xpsr & 0x1FF, new_xpsr & 0xF0000000, new_sp)
         if to_psp:
-            uc.reg_write(A.UC_ARM_REG_PSP, new_sp)
-            uc.reg_write(A.UC_ARM_REG_CONTROL, uc.reg_read(A.UC_ARM_REG_CONTROL) | 2)
-        else:
-            uc.reg_write(A.UC_ARM_REG_MSP, new_sp)
-            if exc_return == EXC_RETURN_THREAD_MSP:
-                uc.reg_write(A.UC_ARM_REG_CONTROL, uc.reg_read(A.UC_ARM_REG_CONTROL) & ~2)
-        uc.reg_write(A.UC_ARM_REG_PC, pc | 1)
+            values.append(control | 2)
+        elif exc_return == EXC_RETURN_THREAD_MSP:
+            values.append(control & ~2)
+        values.append(pc | 1)
+        self._return_writer(clear_faultmask, exc_return)(values)
         if not xpsr >> 24 & 1:
             # The restored EPSR.T is 0: the first instruction at the return address takes
             # an INVSTATE UsageFault (B1.5.8 PopStack restores EPSR from the frame).

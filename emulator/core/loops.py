@@ -40,6 +40,7 @@ import dataclasses
 import enum
 import functools
 import marshal
+import operator
 import types
 from collections import deque
 from typing import Any
@@ -54,6 +55,7 @@ MAX_PERIOD = 4  # passes
 MAX_SNAPSHOTS = 4
 MAX_MUTE = 1 << 14  # accesses
 BIG_BUFFER = 1 << 16  # larger byte arrays (the flash array) are tracked by counters instead
+_VERIFYING = -3  # _anchor_key while a resumed loop is being verified (accesses are only collected)
 _SKIP = object()
 
 
@@ -62,7 +64,9 @@ _ATOM_TYPES = frozenset(_ATOMS)
 _FLAT_TYPES = _ATOM_TYPES | {tuple}  # tuples of atoms are values too
 # Attributes of a model that never change after construction (the register tables) or are not
 # state (the port): left out of the comparison.
-_STATIC_ATTRS = frozenset({"_by_offset", "_by_name", "_offsets", "port"})
+# The NVIC's listeners and a model's controller are references to other parts (compared on
+# their own or not state), as plain() would find; named here so marshal takes the rest at once.
+_STATIC_ATTRS = frozenset({"_by_offset", "_by_name", "_offsets", "port", "listeners", "controller"})
 _KIND: dict[type, str] = {}
 
 
@@ -134,34 +138,42 @@ def model_state(model: Any, plans: dict[int, tuple] | None = None) -> tuple:
     ``marshal.dumps`` call, at C speed; the others through :func:`plain`.  An attribute that
     stops being plain data (a timer handle replacing None) makes the plan be learnt again.
     """
+    if type(model) is ExceptionController:
+        return model.loop_state()
     attrs = vars(model)
     if plans is None:
         return tuple([(k, plain(v, 1)) for k, v in attrs.items() if k not in _STATIC_ATTRS])
     plan = plans.get(id(model))
     if plan is not None and len(attrs) == plan[2]:
-        fast_keys, slow_keys, _ = plan
+        fast_keys, slow_keys, _, gather = plan
         try:
-            fast = marshal.dumps([attrs[k] for k in fast_keys])
+            fast = marshal.dumps(gather(attrs))
         except (ValueError, KeyError):
             plan = None
     else:
         plan = None
     if plan is None:
-        fast_keys, slow_keys = [], []
+        fast_list, slow_list = [], []
         for k, v in attrs.items():
             if k in _STATIC_ATTRS:
                 continue
             if isinstance(v, bytes | bytearray | memoryview) and len(v) > BIG_BUFFER:
-                slow_keys.append(k)  # the flash array: its changes are counted (flash_writes)
+                slow_list.append(k)  # the flash array: its changes are counted (flash_writes)
                 continue
             try:
                 marshal.dumps(v)
-                fast_keys.append(k)
+                fast_list.append(k)
             except ValueError:
-                slow_keys.append(k)
-        plans[id(model)] = (fast_keys, slow_keys, len(attrs))
-        fast = marshal.dumps([attrs[k] for k in fast_keys])
-    return (tuple(fast_keys), fast, tuple([(k, plain(attrs[k], 1)) for k in slow_keys]))
+                slow_list.append(k)
+        fast_keys, slow_keys = tuple(fast_list), tuple(slow_list)
+        # The fast attributes' values as one tuple, gathered at C speed.
+        gather = operator.itemgetter(*fast_keys) if len(fast_keys) > 1 else (
+            lambda a, keys=fast_keys: tuple([a[k] for k in keys]))
+        plans[id(model)] = (fast_keys, slow_keys, len(attrs), gather)
+        fast = marshal.dumps(gather(attrs))
+    if not slow_keys:
+        return (fast_keys, fast, ())
+    return (fast_keys, fast, tuple([(k, plain(attrs[k], 1)) for k in slow_keys]))
 
 
 class LoopDetector:
@@ -175,6 +187,15 @@ class LoopDetector:
         self._plans: dict[int, tuple] = {}
         self.checks = 0
         self.skipped_passes = 0
+        self.verified = 0  # periods proven by a verify (resume after an interrupt) instead of a check
+        self.unverified = 0  # verifies that failed (the loop is then found again by checks)
+        # The last period proven and the models its snapshots compared: after an interrupt
+        # returns into the loop, one period is run and the states at both ends are compared
+        # (begin_verify/end_verify) instead of finding the loop again pass by pass.
+        self._candidate: tuple[int, dict[int, Any]] | None = None
+        self.armed = False  # an interrupt hook ran: the next slice may verify the candidate
+        self._verify_keys: set[int] = set()
+        self._last_models: dict[int, Any] = {}  # the models the last snapshot compared
         self.reset()
 
     # -- the cheap part: on every MMIO access -------------------------------------------------
@@ -193,8 +214,12 @@ class LoopDetector:
         self.mute = 0  # MMIO accesses to let go by unrecorded (backing off)
 
     def access(self, block: int, key: int, value: int) -> None:
-        """``key`` is the address times two, plus one for a write.  (The machine's MMIO read
-        callback inlines the first branch.)"""
+        """``key`` is the address times two, plus one for a write.  (The machine's MMIO
+        callbacks inline the first branch.)"""
+        if self._anchor_key == _VERIFYING:
+            self._verify_keys.add(key)
+            self._trail.clear()
+            return
         if key != self._anchor_key or block != self._anchor_block:
             trail = self._trail
             trail += (block, key, value)
@@ -276,21 +301,30 @@ class LoopDetector:
         return (m.scheduler.activity, len(m.events), m.time_queries, m.flash_writes, m.resets,
                 m.activity, m.cpu.sleeping, m.cpu.locked_up)
 
-    def snapshot(self, counters: tuple) -> tuple:
+    def _models(self, keys: set[int], models: dict[int, Any]) -> dict[int, Any]:
+        """``models`` plus the models behind the MMIO ``keys`` (by id)."""
+        m, where = self.m, self._model_of
+        for key in keys:
+            model = where.get(key)
+            if model is None:
+                model = where[key] = m.model_at(key >> 1) or m.nvic
+            models[id(model)] = model
+        return models
+
+    def snapshot(self, counters: tuple, models: dict[int, Any] | None = None) -> tuple:
         m = self.m
         base, size, buf = self._sram
         status = uclib.uc_mem_read(m.uc._uch, base, buf, size)
         if status != 0:
             raise RuntimeError(f"uc_mem_read of SRAM failed with error {status}")
-        models: dict[int, Any] = {id(m.nvic): m.nvic}
-        where = self._model_of
-        for key in self._touched.union(self._trail[1::3]):
-            model = where.get(key)
-            if model is None:
-                model = where[key] = m.model_at(key >> 1) or m.nvic
-            models[id(model)] = model
+        plans = self._plans
+        if models is not None:  # a verify: the same dict at both ends, so the same order
+            return (m.regs.snapshot_regs(), counters, buf.raw,
+                    tuple([model_state(x, plans) for x in models.values()]))
+        models = self._models(self._touched.union(self._trail[1::3]), {id(m.nvic): m.nvic})
+        self._last_models = models
         return (m.regs.snapshot_regs(), counters, buf.raw,
-                tuple(sorted((type(x).__name__, getattr(x, "name", ""), model_state(x, self._plans))
+                tuple(sorted((type(x).__name__, getattr(x, "name", ""), model_state(x, plans))
                              for x in models.values())))
 
     def check(self) -> int:
@@ -308,6 +342,7 @@ class LoopDetector:
         for count, earlier in self._snapshots:
             if earlier == state and now > count:
                 self._misses = 0
+                self._candidate = (now - count, self._last_models)
                 return now - count
         # The loop changed something of its own (a counter, a buffer): look again later.
         self._snapshots.append((now, state))
@@ -323,3 +358,41 @@ class LoopDetector:
         if self._misses > 2:
             self.mute = min(MAX_MUTE, 64 << (self._misses - 3))
             self._anchor_key = -1  # look for the loop afresh afterwards
+
+    # -- a loop resumed after an interrupt: one period, two snapshots ----------------------------
+    def begin_verify(self, room: int) -> tuple | None:
+        """At a block boundary after an interrupt hook ran: if a period was proven before and
+        ``room`` (instructions to the next event) holds more than one, the snapshot now and
+        the period to run; the caller runs exactly that slice and calls :meth:`end_verify`.
+
+        Equal states at both ends with nothing else happening in between prove the period
+        just as :meth:`check` does (the same snapshot; the models compared are those of the
+        earlier proof plus, checked at the end, every model accessed in between)."""
+        self.armed = False
+        candidate = self._candidate
+        if candidate is None or not self.enabled or self.want_check or room <= candidate[0]:
+            return None
+        period, models = candidate
+        counters = self.counters()
+        state = self.snapshot(counters, models)
+        self.forget_passes()
+        self._anchor_key = self._anchor_block = _VERIFYING
+        self._verify_keys = set()
+        self.mute = 0
+        return period, self.m.instructions, state
+
+    def end_verify(self, verify: tuple, complete: bool) -> int:
+        """The period proven, or 0 (then the candidate is dropped: found again by checks)."""
+        period, start, before = verify
+        keys = self._verify_keys
+        self.forget_passes()
+        m = self.m
+        if complete and m.instructions - start == period and self.counters() == before[1]:
+            models = self._candidate[1] if self._candidate is not None else {}
+            if self._models(keys, dict(models)).keys() == models.keys() and \
+                    self.snapshot(before[1], models) == before:
+                self.verified += 1
+                return period
+        self._candidate = None
+        self.unverified += 1
+        return 0

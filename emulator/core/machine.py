@@ -163,6 +163,8 @@ class Machine:
         self._unmapped: tuple[int, int] | None = None  # (access, address) of the last unmapped access
         self._internal_error: BaseException | None = None
         self._external_stop = False
+        self._until_steady = True  # run()'s until cannot change without a model's callback
+        self._until_external = False  # run()'s until is run_ns's: stop_soon() ends the run
         self.last_stop: StopReason | None = None
         self._trapped: set[tuple[int, str]] = set()  # (address, kind) of each code hook on a flash scan match
         self._unaligned_hook: int | None = None  # memory hook installed while CCR.UNALIGN_TRP=1
@@ -229,12 +231,13 @@ class Machine:
         gate = PERIPHERAL_CLOCKS.get(name)
         if gate is None:
             return lambda: None
-        reg, bit = gate.enable_register, gate.bit
+        reg, bit, rcc = gate.enable_register, gate.bit, self.rcc
 
         def check() -> str | None:
-            if self.rcc.values[reg] >> bit & 1:
+            if rcc.values[reg] >> bit & 1:
                 return None
             return f"RCC_{reg} bit {bit} is 0"
+        check.clock_bit = (rcc, reg, bit)  # type: ignore[attr-defined] # for the compiled MMIO writers
         return check
 
     def _map_memory(self) -> None:
@@ -428,6 +431,9 @@ class Machine:
         deadline = None if max_ns is None else self.scheduler.now_ns + max_ns
         instr_limit = None if max_instructions is None else self.instructions + max_instructions
         self._stop = self._stop if self._stop and not self._stop.clean else None
+        # Changes only through a model's callback (which a skipped pass does not run): see _fast_forward.
+        self._until_external = until is not None and until == self._stopped_externally
+        self._until_steady = until is None or self._until_external
         while True:
             if self.supervisor is not None:
                 self.supervisor()
@@ -452,7 +458,7 @@ class Machine:
                 if not self._skip_to(stall if nxt is None else min(stall, nxt), deadline):
                     return self._stop  # type: ignore[return-value]
                 continue
-            if self._take_pending_exception():
+            if self._take_pending_exception(pc):
                 continue
             if self.cpu.sleeping:
                 if not self._sleep(deadline):
@@ -481,7 +487,7 @@ class Machine:
         self._external_stop = False
         last: StopReason | None = None
         while self.scheduler.now_ns < target and not self._external_stop:
-            stop = self.run(max_ns=target - self.scheduler.now_ns, until=lambda: self._external_stop)
+            stop = self.run(max_ns=target - self.scheduler.now_ns, until=self._stopped_externally)
             if stop.kind in ("time-budget", "condition"):
                 break
             last = self.last_stop = stop
@@ -519,20 +525,23 @@ class Machine:
         self._stop = None
         return result
 
+    def _stopped_externally(self) -> bool:
+        return self._external_stop
+
     def stop_soon(self) -> None:
         """Make :meth:`run_ns` return at the next translated-block boundary."""
         self._external_stop = True
         self._request_stop()
 
-    def _take_pending_exception(self) -> bool:
-        if True not in self.nvic.pending:
+    def _take_pending_exception(self, pc: int) -> bool:
+        if not any(self.nvic.pending):  # bools: any() is the cheapest look at C speed
             return False
         exc = self.exc.deliverable()
         if exc is None:
             return False
         self.cpu.sleeping = False
         try:
-            self.exc.take(exc, self.pc)
+            self.exc.take(exc, pc)  # the PC the run loop just read
         except Lockup as e:
             self._lockup(e)
         return True
@@ -612,7 +621,7 @@ class Machine:
         if instr_limit is not None:
             budget = max(1, min(budget, instr_limit - self.instructions))
         masks = None
-        if True in self.nvic.pending and self.exc.pending_but_masked():
+        if any(self.nvic.pending) and self.exc.pending_but_masked():
             # End the slice when PRIMASK/FAULTMASK/BASEPRI change: CPS and MSR end a translated
             # block, so the interrupt is taken right after the instruction that unmasks it.
             r = self.regs.reg_read
@@ -623,6 +632,10 @@ class Machine:
         self._synced = 0
         self._nvic_dirty = False
         self._intr_hook_ran = False
+        loops = self.loops
+        verify = loops.begin_verify(budget) if loops.armed else None
+        if verify is not None:
+            budget = verify[0]  # exactly one period of the loop the interrupt returned into
         self.engine.begin(budget, masks)
         self._in_slice = True
         error: UcError | None = None
@@ -650,6 +663,14 @@ class Machine:
         executed = st.count
         self._advance(executed - self._synced)
         self.instructions += executed
+        if self._intr_hook_ran and loops._candidate is not None:
+            loops.armed = True  # an interrupt returned (or was taken): verify the loop next slice
+        proven = 0
+        if verify is not None:
+            proven = loops.end_verify(verify, st.stopped == 1 and error is None and not st.unaligned
+                                      and self._unaligned is None and self._pending_fault is None
+                                      and self._internal_error is None and self._stop is None
+                                      and self._reset_request is None)
         if self.symbols is not None:
             self._note_path(self.pc)
         if self._internal_error is not None:
@@ -673,17 +694,37 @@ class Machine:
             self._fault(cause, fpc, addr, self.pc)
         elif not st.stopped and self._stop is None and self._just_executed_wfi():
             self.cpu.sleeping = True
+        elif proven:
+            self._fast_forward(proven, deadline, instr_limit, self._one_block_loop(proven))
         elif self.loops.want_check and self._stop is None and self._reset_request is None:
             period = self.loops.check()
             if period:
-                self._fast_forward(period, deadline, instr_limit)
+                self._fast_forward(period, deadline, instr_limit, self._one_block_loop(period))
 
-    def _fast_forward(self, period: int, deadline: int | None, instr_limit: int | None) -> None:
+    def _one_block_loop(self, period: int) -> bool:
+        """Right after a slice that proved ``period``: is the loop one translated block?
+
+        The slice ended at the end of a block of ``period`` instructions, so that block began
+        at the earlier of the two equal states: from this state the CPU runs that same block
+        again and again, and every block boundary of the loop is a pass boundary."""
+        st = self._st
+        return st.block_n == period and st.count == st.base + st.block_n
+
+    def _fast_forward(self, period: int, deadline: int | None, instr_limit: int | None,
+                      one_block: bool = False) -> None:
         """Skip whole passes of a loop proven periodic (emulator/core/loops.py) up to the next event.
 
         Every skipped pass would have done exactly what the last one did; time and the
-        instruction count advance as if they had run.
+        instruction count advance as if they had run.  The next event is taken at the first
+        block boundary at or after it falls due: inside the last pass unless the loop is
+        ``one_block``, where that boundary is the end of the pass (and the state the same as
+        now), so that pass is skipped too instead of run as a slice of its own.
         """
+        if self._until_external and self._external_stop:
+            # stop_soon() was called in the last pass: run_ns returns at this block boundary,
+            # as it would without skipping.
+            self.loops.forget_passes()
+            return
         due = self.scheduler.next_due()
         if deadline is not None:
             due = deadline if due is None else min(due, deadline)
@@ -699,8 +740,12 @@ class Machine:
             return
         hz = self.port.clocks.hclk
         iterations = (self.scheduler.cycles_until(due, hz) - 1) // period
-        if instr_limit is not None:
-            iterations = min(iterations, (instr_limit - self.instructions) // period)
+        if instr_limit is not None and (instr_limit - self.instructions) // period <= iterations:
+            iterations = (instr_limit - self.instructions) // period
+        elif one_block and self._until_steady and hz == self._hclk:
+            # The run loop would now run one slice: that block once (1 to `period` cycles are
+            # left to `due`), ending where it starts.
+            iterations += 1
         if iterations > 0:
             self._advance(iterations * period)
             self.instructions += iterations * period
@@ -737,7 +782,7 @@ class Machine:
     def _nvic_changed(self) -> None:
         # An enable, priority or pending change can only make an exception deliverable when one
         # is pending (a set_pending comes here too): otherwise the CPU runs on.
-        if self._in_slice and True in self.nvic.pending:
+        if self._in_slice and any(self.nvic.pending):
             self._st.deadline = 0
             self._nvic_dirty = True
 
@@ -970,7 +1015,14 @@ class Machine:
                 if loops.mute:
                     loops.mute -= 1
                 elif self._in_slice:
-                    loops.access(st.block, address << 1 | 1, value)
+                    block, key = st.block, address << 1 | 1
+                    if key != loops._anchor_key or block != loops._anchor_block:
+                        trail = loops._trail  # LoopDetector.access, its common case inlined
+                        trail += (block, key, value)
+                        if len(trail) > MAX_TRAIL or loops._anchor_key < 0:
+                            loops.access(block, key, value)
+                    else:
+                        loops.access(block, key, value)
             except BusError as e:
                 self._bus_error(e)
             except BaseException as e:  # noqa: BLE001
@@ -1003,10 +1055,20 @@ class Machine:
         mapping = bus.find(address)
         if bus.tracer is not None or mapping is None:
             return functools.partial(bus.write, address, size)
-        write = functools.partial(mapping.model.write, address - mapping.base, size)
+        write = _plain_register_writer(mapping.model, address - mapping.base, size) or functools.partial(
+            mapping.model.write, address - mapping.base, size)
         gate = mapping.gate
+        clock_bit = getattr(gate, "clock_bit", None)
         if gate is None:
             fn = write
+        elif clock_bit is not None:
+            rcc, reg, bit = clock_bit
+
+            def fn(value: int) -> None:
+                if rcc.values[reg] >> bit & 1:  # the gate, inlined
+                    write(value)
+                else:
+                    bus.write(address, size, value)
         else:
             def fn(value: int) -> None:
                 if gate() is None:
@@ -1363,6 +1425,47 @@ def _plain_register_reader(model: Any, offset: int, size: int) -> Callable[[], i
     def read() -> int:
         return model.values[name] >> bits & mask
     return read
+
+
+def _plain_register_writer(model: Any, offset: int, size: int) -> Callable[[int], None] | None:
+    """A writer for a register of a model that keeps the framework's write (no override):
+    ``Peripheral.write`` with the register, its masks and the merge of a sub-word store
+    worked out once; the register's ``on_write`` is called as the framework calls it."""
+    if type(model).write is not Peripheral.write:
+        return None
+    loc = model._locate(offset)
+    if loc is None:
+        return None
+    c, shift = loc
+    reg = c.reg
+    name, full = reg.name, (1 << reg.width) - 1
+    written_mask = (((1 << (8 * size)) - 1) << (8 * shift)) & full
+    keep, nz, no = ~written_mask, ~c.neutral_zero, c.neutral_one
+    bits, rw_wo, w1c, w0c, toggle = 8 * shift, c.rw_wo, c.w1c, c.w0c, c.toggle
+    on_write = reg.on_write
+    if not (w1c or w0c or toggle):
+        def write(value: int) -> None:
+            values = model.values
+            old = values[name]
+            raw = ((value << bits) & written_mask) | (((old & nz) | no) & keep)
+            new = ((old & ~rw_wo) | (raw & rw_wo)) & full
+            values[name] = new
+            if on_write is not None:
+                getattr(model, on_write)(old, new, raw)
+        return write
+
+    def write_masked(value: int) -> None:
+        values = model.values
+        old = values[name]
+        raw = ((value << bits) & written_mask) | (((old & nz) | no) & keep)
+        new = (old & ~rw_wo) | (raw & rw_wo)
+        new &= ~(raw & w1c)
+        new &= ~(~raw & w0c)
+        new ^= raw & toggle
+        values[name] = new & full
+        if on_write is not None:
+            getattr(model, on_write)(old, new & full, raw)
+    return write_masked
 
 
 class _MachinePort(SimPort):

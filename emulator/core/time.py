@@ -29,7 +29,8 @@ class Scheduler:
     def __init__(self) -> None:
         self.now_ns = 0
         self._remainder = 0  # cycles*1e9 not yet turned into whole nanoseconds
-        self._heap: list[TimerEntry] = []
+        # (due_ns, seq, entry): tuples compare at C speed, the dataclass's order would not.
+        self._heap: list[tuple[int, int, TimerEntry]] = []
         self._seq = itertools.count()
         self.cycles = 0  # CPU cycles executed since power-on
         self.activity = 0  # timers scheduled, cancelled or run: a loop that saw this change differs
@@ -41,7 +42,7 @@ class Scheduler:
         the chip's own resets do not cancel."""
         entry = TimerEntry(self.now_ns + max(0, int(delay_ns)), next(self._seq), callback, name,
                            external=external)
-        heapq.heappush(self._heap, entry)
+        heapq.heappush(self._heap, (entry.due_ns, entry.seq, entry))
         self.activity += 1
         return entry
 
@@ -50,18 +51,20 @@ class Scheduler:
         self.activity += 1
 
     def next_due(self) -> int | None:
-        while self._heap and self._heap[0].cancelled:
-            heapq.heappop(self._heap)
-        return self._heap[0].due_ns if self._heap else None
+        heap = self._heap
+        while heap and heap[0][2].cancelled:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def run_due(self) -> int:
         """Run every callback due at or before now; return how many ran."""
         ran = 0
+        heap = self._heap
         while True:
             due = self.next_due()
             if due is None or due > self.now_ns:
                 return ran
-            entry = heapq.heappop(self._heap)
+            entry = heapq.heappop(heap)[2]
             self.activity += 1
             entry.callback()
             ran += 1
@@ -92,6 +95,6 @@ class Scheduler:
 
     def clear(self) -> None:
         """A reset: every timer of the chip goes; the ones from outside it stay."""
-        self._heap = [e for e in self._heap if e.external and not e.cancelled]
+        self._heap = [t for t in self._heap if t[2].external and not t[2].cancelled]
         heapq.heapify(self._heap)
         self.activity += 1
