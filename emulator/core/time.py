@@ -88,3 +88,10 @@ class Scheduler:
     def clear(self) -> None:
         self._heap.clear()
         self.activity += 1
+
+    def power_cut(self) -> None:
+        """The supply is gone: every timer with it, and the CPU clock restarts at power-on
+        with no sub-nanosecond carry from the cycles before (as at t=0), so what a board
+        does after power-on depends only on what power-on gives it, not on the instant."""
+        self.clear()
+        self._remainder = 0
