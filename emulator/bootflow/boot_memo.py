@@ -77,9 +77,13 @@ class BootReads:
         self._events_before = len(m.events)
         for base in self._bases:
             for lo, hi in self.varying:
+                # A hook's range holds an access's first byte: a word read starting up to 3
+                # bytes before the range also reads into it.
                 self._handles.append(uc.hook_add(UC_HOOK_MEM_READ, self._on_read, base,
-                                                 begin=base + lo, end=base + hi - 1))
-                self._handles.append(uc.hook_add(UC_HOOK_CODE, self._on_fetch, begin=base + lo, end=base + hi - 1))
+                                                 begin=base + max(0, lo - 3), end=base + hi - 1))
+                # Likewise a 32-bit instruction starting a half-word before it.
+                self._handles.append(uc.hook_add(UC_HOOK_CODE, self._on_fetch, begin=base + max(0, lo - 2),
+                                                 end=base + hi - 1))
         m.flash.operation_listeners.append(self._on_flash_op)
         # Unicorn decides at translation whether a block's loads and instructions call hooks:
         # code translated before these hooks existed must be translated again.
@@ -117,7 +121,7 @@ class BootReads:
 
     def _on_read(self, uc: Any, access: int, address: int, size: int, value: int, base: int) -> None:
         off = address - base
-        self.mask[off:off + size] = b"\x01" * size
+        self.mask[off:off + size] = b"\x01" * len(self.mask[off:off + size])
 
     def _on_fetch(self, uc: Any, address: int, size: int, _ud: Any) -> None:
         self.fetched = True
