@@ -40,6 +40,17 @@ def test_reused_boots_give_the_rows_of_booting_every_cut(boot: str) -> None:
     assert reused.booted + reused.boots_reused == every.booted
 
 
+def test_two_sweeps_give_the_same_report_which_cuts_booted_included() -> None:
+    def doc() -> dict:
+        d = sweep(FIXED, APP, points=_points, run_ns=RUN_NS, jobs=2).as_dict()
+        d.pop("wall_s")
+        d["trials"] = rows(d)
+        return d
+
+    first, second = doc(), doc()
+    assert first == second and first["boots_reused"] > 0
+
+
 def test_boot_fixed_with_a_blank_commit_record_boots_once_for_all_those_cuts() -> None:
     rep = sweep(FIXED, APP, points=_points, run_ns=RUN_NS, jobs=1)
     assert rep.boots_reused > 0 and rep.booted < len(rep.trials) // 2

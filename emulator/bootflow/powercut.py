@@ -36,7 +36,7 @@ bytes it *reads* (:mod:`emulator.bootflow.boot_memo`): a cut whose flash holds
 the same values where an earlier boot read the download's bytes is that boot
 again, so it takes its observation without a fork; a bootloader that finds its
 commit record blank reads nothing else, and ``points="all"`` on boot_fixed +
-app_big (50,605 cuts) boots 7 of them.  The verdict rule is the same for every
+app_big (50,605 cuts) boots 6 of them.  The verdict rule is the same for every
 cut.  The default selection keeps every erase, the first and last programs of
 each page, every operation outside the image (a commit record), the last few
 operations and a deterministic stride.
@@ -865,7 +865,7 @@ class _Snapshots:
     """Every cut from one download: at each cut instant the process forks; the child is the
     board at that instant (CPU, memory, models, host session: the whole machine state), cuts
     the supply, boots and reports its :class:`Trial`; the parent carries on with the download.
-    At most ``jobs`` children run at once, the parent reaping whichever ends first.  The result
+    At most ``jobs`` children run at once.  The result
     is the same as replaying the download to each cut, without the replays.
 
     With ``reuse_boots`` the parent first works out the flash the cut leaves without cutting
@@ -998,18 +998,11 @@ class _Snapshots:
         self.running.append(_Child(pid, path, point, flash))
 
     def _reap_one(self) -> None:
-        """Wait for one child, whichever ends first, and take its trial."""
-        ours = {c.pid: c for c in self.running}
-        child = None
-        for c in self.running:
-            if os.waitpid(c.pid, os.WNOHANG)[0]:
-                child = c
-                break
-        if child is None:
-            done = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT) if hasattr(os, "waitid") else None
-            child = ours.get(done.si_pid) if done is not None else None
-            child = child or self.running[0]  # another part of this process has children too
-            os.waitpid(child.pid, 0)
+        """Wait for the oldest child and take its trial.  Always the oldest, never whichever
+        ends first: what the memo holds at each cut, and so which cuts boot, is then the same
+        on every run, and so is the report."""
+        child = self.running[0]
+        os.waitpid(child.pid, 0)
         self.running.remove(child)
         try:
             with open(child.path, "rb") as f:
