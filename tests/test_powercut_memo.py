@@ -126,8 +126,8 @@ def test_a_cut_ends_the_flash_stall_of_the_operation_it_interrupts() -> None:
 
 # -- what a boot reads --------------------------------------------------------------------------------
 
-def _cut_board(points: list[CutPoint]):  # noqa: ANN202 - test helper
-    plan = pc._load_plan(FIXED, APP, None, None, "all-first", "typical")
+def _cut_board(points: list[CutPoint], boot: str = FIXED):  # noqa: ANN202 - test helper
+    plan = pc._load_plan(boot, APP, None, None, "all-first", "typical")
     board = pc._new_board(plan)
     tap = pc._Tap(board.machine, points)
     with contextlib.suppress(pc._PowerCut):
@@ -151,6 +151,17 @@ def test_a_boot_that_jumps_is_not_reusable() -> None:
     reads = BootReads(m, [(RECORD, RECORD + 0x800), (0x8000, 0x8000 + 4096)])
     obs = pc.observe_boot(m, (0x0800_8000, 0x0802_0000), (0x0800_0000, 0x0800_8000), RUN_NS, None, reads)
     assert obs.jumped and reads.runs is None
+
+
+def test_after_a_jump_the_application_runs_unwatched() -> None:
+    # boot_seed reads the application's stack-pointer word and jumps; app_small then reads
+    # all of itself for its CRC line, which the watch must no longer see (nor pay for).
+    _, whole = _cut_board([], SEED)
+    m, _ = _cut_board([CutPoint(len(whole.ops), BETWEEN, after_last=True)], SEED)
+    reads = BootReads(m, [(0x8000, 0x8000 + 4096)])
+    obs = pc.observe_boot(m, (0x0800_8000, 0x0802_0000), (0x0800_0000, 0x0800_8000), RUN_NS, None, reads)
+    assert obs.jumped and "crc" in obs.uart_after_jump
+    assert reads.runs is None and 0 < sum(reads.mask) <= 64  # the vector words the bootloader looked at
 
 
 def test_a_boot_whose_vector_table_lies_on_the_varying_bytes_is_not_reusable() -> None:

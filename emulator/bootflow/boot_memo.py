@@ -89,12 +89,23 @@ class BootReads:
         # code translated before these hooks existed must be translated again.
         uc.ctl_flush_tb()
 
-    def finish(self, *, faulted: bool, jumped: bool) -> None:
+    def abandon(self) -> None:
+        """The boot will not be reused (it jumped): stop watching, so that the application
+        runs without a Python call on each instruction and flash read."""
+        self._unhook()
+        self.fetched = True
+
+    def _unhook(self) -> None:
         m = self.m
         for h in self._handles:
             m.uc.hook_del(h)
         self._handles.clear()
-        m.flash.operation_listeners.remove(self._on_flash_op)
+        if self._on_flash_op in m.flash.operation_listeners:
+            m.flash.operation_listeners.remove(self._on_flash_op)
+
+    def finish(self, *, faulted: bool, jumped: bool) -> None:
+        m = self.m
+        self._unhook()
         tables = [0] + [e.data.get("value", 0) for e in m.events[self._events_before:] if e.kind == "vtor_write"]
         if faulted or jumped or self.fetched or self.flash_op or any(self._on_varying(t) for t in tables):
             self.runs = None

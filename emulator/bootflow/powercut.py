@@ -404,6 +404,8 @@ def observe_boot(machine: Machine, app_region: tuple[int, int], boot_region: tup
         stop = m.run(max_ns=run_ns, until=lambda: bool(jump))
     finally:
         m.uc.hook_del(handle)
+    if reads is not None and jump:
+        reads.abandon()  # a boot that jumps is never reused: let the application run unwatched
     if jump and stop.kind == "condition" and m.now_ns < t_end:
         stop = m.run(max_ns=t_end - m.now_ns)
     faults = [{"cause": f.cause, "pc": f.pc, "address": f.address, "time_ns": f.time_ns,
