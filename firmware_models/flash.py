@@ -349,6 +349,29 @@ class FlashInterface(Peripheral):
             self.journal.add(fj.POWER_CUT, self.port.now_ns(), self.port.pc(), operation=None)
         self.power_on_reset()
 
+    def power_cut_preview(self) -> tuple[bytes, bytes, int | None] | None:
+        """What :meth:`power_cut` would leave if the supply went now, changing nothing:
+        (main flash, option bytes, bytes of the operation in flight written, None when
+        none is in flight).  None when an RDP-unprotection mass erase is in flight: its
+        partial erase is only worked out by cutting.  The power-cut sweep uses it to
+        know a cut's flash without cutting."""
+        main, options = self.storage, self._options
+        op = self._op
+        if op is None:
+            return bytes(main), bytes(options), None
+        if op.erase_ns:
+            return None
+        total = op.due_ns - op.start_ns
+        elapsed = min(max(self.port.now_ns() - op.start_ns, 0), total)
+        partial, changed = _cut_effect(op, 1.0 if total == 0 else elapsed / total)
+        if changed and op.area != "none":
+            area = bytearray(options if op.area == "option" else main)
+            area[op.offset:op.offset + changed] = partial[:changed]
+            if op.area == "option":
+                return bytes(main), bytes(area), changed
+            return bytes(area), bytes(options), changed
+        return bytes(main), bytes(options), changed
+
     # -- bus side ---------------------------------------------------------------------
     @property
     def busy(self) -> bool:
@@ -684,17 +707,9 @@ class FlashInterface(Peripheral):
                 return
             elapsed -= op.erase_ns
             total -= op.erase_ns
-        fraction = 1.0 if total == 0 else elapsed / total
+        partial, changed = _cut_effect(op, 1.0 if total == 0 else elapsed / total)
         if op.kind in (fj.PROGRAM, fj.OPTION_PROGRAM):
-            value = _partial_program(int.from_bytes(op.old, "little"), int.from_bytes(op.new, "little"), fraction)
-            partial = value.to_bytes(2, "little")
-            changed = 2
-            extra["new_value"] = value
-        elif op.kind == fj.OUT_OF_RANGE_ERASE:
-            partial, changed = b"", 0
-        else:
-            changed = op.length if fraction >= 1 else _erased_prefix(op.length, fraction)
-            partial = op.new[:changed] + op.old[changed:]
+            extra["new_value"] = int.from_bytes(partial, "little")
         self._write_area(op.area, op.offset, partial[:changed])
         self._after_interrupt(op, cause, now, changed=changed, partial=partial, extra=extra, journal=True)
 
@@ -725,6 +740,18 @@ class FlashInterface(Peripheral):
         self.journal.add(fj.ERROR, now, pc, error=flag, message=message, **detail)
         self.port.event("flash_error", flag=flag, message=message)
         self._update_irq()
+
+
+def _cut_effect(op: _Operation, fraction: float) -> tuple[bytes, int]:
+    """An operation cut at ``fraction`` of its busy time (mass-erase part excluded): the
+    bytes of its range (``partial``) and how many of them, from the start, it wrote."""
+    if op.kind in (fj.PROGRAM, fj.OPTION_PROGRAM):
+        value = _partial_program(int.from_bytes(op.old, "little"), int.from_bytes(op.new, "little"), fraction)
+        return value.to_bytes(2, "little"), 2
+    if op.kind == fj.OUT_OF_RANGE_ERASE:
+        return b"", 0
+    changed = op.length if fraction >= 1 else _erased_prefix(op.length, fraction)
+    return op.new[:changed] + op.old[changed:], changed
 
 
 def _partial_program(old: int, new: int, fraction: float) -> int:

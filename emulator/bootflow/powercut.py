@@ -26,14 +26,20 @@ register start afresh) and runs for ``run_ns``.  Each cut is classified:
   fault, hang, lockup, other output or none;
 * ``bricked``: no jump and no USB device.
 
-Cost: every trial repeats the download up to its cut, so ``points="all"``
-(2 trials per operation: about 4000 for app_small's 3944 bytes) takes roughly
-0.5 s of wall time per trial.  The default selection keeps every erase, the
-first and last programs of each page, every operation outside the image (a
-commit record), the last few operations and a deterministic stride.  Cuts that
-leave flash exactly as an earlier cut did (for example erasing a page that is
-already blank) are not replayed: their row names the trial it equals, because
-the next boot depends only on the flash content.
+Cost.  Replaying the download up to each cut (``jobs=0``, where ``fork`` is
+missing) costs about 0.5 s per trial.  Instead one download runs and forks a
+snapshot at each cut (``jobs`` at once, :class:`_Snapshots`).  Cuts that leave
+flash exactly as an earlier cut did (erasing a page that is already blank) are
+not run: their row names the trial it equals, because the next boot depends only
+on the flash content.  Going further, the next boot depends only on the flash
+bytes it *reads* (:mod:`emulator.bootflow.boot_memo`): a cut whose flash holds
+the same values where an earlier boot read the download's bytes is that boot
+again, so it takes its observation without a fork; a bootloader that finds its
+commit record blank reads nothing else, and ``points="all"`` on boot_fixed +
+app_big (50,605 cuts) boots 6 of them.  The verdict rule is the same for every
+cut.  The default selection keeps every erase, the first and last programs of
+each page, every operation outside the image (a commit record), the last few
+operations and a deterministic stride.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from typing import Any
 import usb.core
 from unicorn import UC_HOOK_CODE
 
+from emulator.bootflow.boot_memo import BootMemo, BootReads, merge_ranges
 from emulator.bootflow.scenario import (
     FlashOutcome,
     Triggers,
@@ -362,12 +369,13 @@ def classify(obs: BootObservation, expected_uart: str | None, expected_stop: str
 
 
 def observe_boot(machine: Machine, app_region: tuple[int, int], boot_region: tuple[int, int],
-                 run_ns: int, after: Triggers | None = None) -> BootObservation:
+                 run_ns: int, after: Triggers | None = None, reads: BootReads | None = None) -> BootObservation:
     """Power the board on with the after-download triggers (default: BOOT1 high) and run it,
     watching for the jump out of the bootloader: the first instruction executed in ``app_region``,
     or a fault whose PC lies outside ``boot_region`` (a jump to an erased reset vector faults
     before any instruction runs).  Backup registers named in ``after`` are set after power-on,
-    as a battery on VBAT would have kept them (RM0008 §6.1)."""
+    as a battery on VBAT would have kept them (RM0008 §6.1).  ``reads`` watches the boot's
+    flash reads (:mod:`emulator.bootflow.boot_memo`)."""
     m = machine
     after = after or Triggers(boot1=True)
     if after.boot1 is not None:
@@ -387,6 +395,8 @@ def observe_boot(machine: Machine, app_region: tuple[int, int], boot_region: tup
                         uart=len(m.uart_output.get(1, b"")))
             m.stop_soon()
 
+    if reads is not None:
+        reads.start()
     handle = m.uc.hook_add(UC_HOOK_CODE, hook, begin=app_region[0], end=app_region[1] - 1)
     m.uc.ctl_remove_cache(app_region[0], app_region[1])
     t_end = m.now_ns + run_ns
@@ -394,6 +404,8 @@ def observe_boot(machine: Machine, app_region: tuple[int, int], boot_region: tup
         stop = m.run(max_ns=run_ns, until=lambda: bool(jump))
     finally:
         m.uc.hook_del(handle)
+    if reads is not None and jump:
+        reads.abandon()  # a boot that jumps is never reused: let the application run unwatched
     if jump and stop.kind == "condition" and m.now_ns < t_end:
         stop = m.run(max_ns=t_end - m.now_ns)
     faults = [{"cause": f.cause, "pc": f.pc, "address": f.address, "time_ns": f.time_ns,
@@ -403,6 +415,8 @@ def observe_boot(machine: Machine, app_region: tuple[int, int], boot_region: tup
         if outside:
             jump.update(address=outside[0]["pc"], msp=m.reg("msp"), time_ns=outside[0]["time_ns"],
                         uart=len(m.uart_output.get(1, b"")))
+    if reads is not None:
+        reads.finish(faulted=bool(faults), jumped=bool(jump))
     uart = bytes(m.uart_output.get(1, b""))
     return BootObservation(
         jumped=bool(jump), jump_address=jump.get("address"), jump_msp=jump.get("msp"),
@@ -468,8 +482,12 @@ def _download(board: Board, plan: _Plan, outcome: FlashOutcome | None = None) ->
 
 
 def _flash_digest(m: Machine) -> str:
-    h = hashlib.sha256(bytes(m.flash.storage))
-    h.update(m.flash.option_bytes)
+    return _digest(bytes(m.flash.storage), m.flash.option_bytes)
+
+
+def _digest(main: bytes, options: bytes) -> str:
+    h = hashlib.sha256(main)
+    h.update(options)
     return h.hexdigest()[:16]
 
 
@@ -488,6 +506,9 @@ class Trial:
     same_as: str | None = None  # label of the trial with the same flash (not replayed)
     download_error: str | None = None
     wall_s: float = 0.0
+    # Label of the trial whose boot this cut's boot is (boot_memo): not a row field, since
+    # which trial ran first depends on the order and the sharding, and the row is the same.
+    boot_same_as: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"point": self.point.label, "index": self.point.index, "mode": self.point.mode,
@@ -518,6 +539,8 @@ class SweepReport:
     app_range: tuple[int, int] | None = None
     layout_string: str | None = None
     shard: tuple[int, int] | None = None  # (k, n): this report holds shard k of n
+    booted: int = 0  # trials whose boot ran
+    boots_reused: int = 0  # trials whose boot was an earlier trial's (same flash bytes read)
 
     def counts(self) -> dict[str, int]:
         c = dict.fromkeys(OUTCOMES, 0)
@@ -561,6 +584,7 @@ class SweepReport:
                 "jumps_into_broken_image": self.jumps_into_broken_image, "problems": self.problems,
                 "reference_problems": self.reference_problems,
                 "trials": [t.as_dict() for t in self.trials], "wall_s": round(self.wall_s, 3),
+                "booted": self.booted, "boots_reused": self.boots_reused,
                 "shard": list(self.shard) if self.shard else None}
 
     def to_json(self) -> str:
@@ -574,13 +598,19 @@ def sweep(boot_image: str, app_file: str, *, points: PointSpec = "default",
           boot1: bool = False, boot1_after: bool = True, pins: Sequence[PinSetting] = (),
           bkp: Sequence[BkpSetting] = (), pins_after: Sequence[PinSetting] = (),
           bkp_after: Sequence[BkpSetting] = (), jobs: int | None = None,
-          shard: tuple[int, int] | None = None) -> SweepReport:
+          shard: tuple[int, int] | None = None, reuse_boots: bool = True,
+          planned: Callable[[int], None] | None = None) -> SweepReport:
     """Download ``app_file`` through ``boot_image``'s DFU and cut the power at the
     selected flash operations; see the module docstring.  ``dedupe=False`` runs
     every cut even when its flash would equal an earlier one's.  ``jobs``: trials
     run in forked snapshots of one download, that many at once (default: every
     core); 0 replays the download from reset for each cut.  ``shard=(k, n)`` runs
-    every n-th trial from the k-th.  The triggers are those of
+    every n-th trial from the k-th.  ``reuse_boots`` (snapshots only): a cut whose flash holds
+    the same bytes where an earlier cut's boot read the download's flash boots exactly like
+    it and takes its observation (:mod:`emulator.bootflow.boot_memo`); False boots every
+    cut.  ``planned`` is told how many trials will run (cuts that leave the same flash as an
+    earlier one take its row) once the reference has listed them.  The
+    triggers are those of
     :func:`emulator.bootflow.scenario.flash_and_boot`; every reboot after a cut uses the
     after-download ones."""
     t_start = time.perf_counter()
@@ -638,6 +668,8 @@ def sweep(boot_image: str, app_file: str, *, points: PointSpec = "default",
         to_run = to_run[k::n]
     mine = set(to_run)
     report.shard = shard
+    if planned is not None:
+        planned(len(to_run))
     results: dict[CutPoint, Trial] = {}
 
     def done(trial: Trial) -> None:
@@ -647,10 +679,13 @@ def sweep(boot_image: str, app_file: str, *, points: PointSpec = "default",
 
     args = (app_range, region, boot_region, run_ns, expected_uart, initial, ops)
     if jobs is not None and jobs > 0 and hasattr(os, "fork"):
-        missed = _Snapshots(plan, *args[1:], jobs=jobs, on_trial=done).run(to_run)
+        snapshots = _Snapshots(plan, *args[1:], jobs=jobs, on_trial=done, reuse_boots=reuse_boots)
+        missed = snapshots.run(to_run)
+        report.booted = snapshots.booted + len(missed)
         for point in missed:  # the download ended before them (a DFU error): say so, as a replay would
             done(_run_trial(plan, point, None, *args[1:]))
     else:
+        report.booted = len(to_run)
         for point in to_run:
             t0 = time.perf_counter()
             trial = _run_trial(plan, point, ops[point.index] if point.index < len(ops) else None, *args[1:])
@@ -661,6 +696,8 @@ def sweep(boot_image: str, app_file: str, *, points: PointSpec = "default",
         if first not in mine:
             continue
         trial = results[first]
+        if trial.boot_same_as is not None and point == first:
+            report.boots_reused += 1
         if point != first:
             op = ops[point.index] if point.index < len(ops) else None
             trial = Trial(point, trial.outcome, op, trial.observation, flash_digest=trial.flash_digest,
@@ -703,12 +740,15 @@ def merge_shards(docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for t in trials:
         counts[t["outcome"]] += 1
     problems = list(first["reference_problems"]) + trial_problems(trials)
+    summed = ("wall_s", "booted", "boots_reused")
     merged = {k: v for k, v in first.items() if k not in ("trials", "counts", "clean", "problems", "shard",
-                                                          "jumps_into_broken_image", "wall_s")}
+                                                          "jumps_into_broken_image", *summed)}
     merged.update(counts=counts, trials=trials, problems=problems, shard=None,
                   jumps_into_broken_image=counts["broken_app"] > 0,
                   clean=counts["broken_app"] == 0 and counts["bricked"] == 0 and not problems,
-                  wall_s=round(sum(d.get("wall_s", 0.0) for d in docs), 3))
+                  wall_s=round(sum(d.get("wall_s", 0.0) for d in docs), 3),
+                  booted=sum(d.get("booted", 0) for d in docs),
+                  boots_reused=sum(d.get("boots_reused", 0) for d in docs))
     return merged
 
 
@@ -779,64 +819,162 @@ def _run_trial(plan: _Plan, point: CutPoint, op: FlashOp | None, region: tuple[i
         # The cut never came (the replay diverged, or a DFU error ended it early).
         error = error or f"the download ended after {len(tap.ops)} operations, before {point.label}"
         m.power_cut()
+    predicted = _predicted_flash(initial, ops, point.index) if point.mode == BETWEEN else None
     return _after_cut(m, plan, point, op if op is not None else tap.cut_op, tap.cut_time_ns, region,
-                      boot_region, run_ns, expected_uart, initial, ops, error if not tap.cut_done else None)
+                      boot_region, run_ns, expected_uart, predicted, error if not tap.cut_done else None)
 
 
 def _after_cut(m: Machine, plan: _Plan, point: CutPoint, op: FlashOp | None, cut_time_ns: int | None,
                region: tuple[int, int], boot_region: tuple[int, int], run_ns: int, expected_uart: str | None,
-               initial: bytes, ops: Sequence[FlashOp], download_error: str | None) -> Trial:
-    """What a cut left (the supply already off): flash against the prediction, then the next boot."""
+               predicted: bytes | None, download_error: str | None, reads: BootReads | None = None) -> Trial:
+    """What a cut left (the supply already off): flash against the prediction (``predicted``:
+    the reference's operations before a between cut), then the next boot."""
     changed = None
     cut_entries = [e for e in m.flash.journal.entries if e.kind == fj.POWER_CUT]
     if cut_entries and op is not None:
         changed = cut_entries[-1].detail.get("changed_bytes")
     prediction_ok = None
-    if point.mode == BETWEEN and download_error is None:
-        prediction_ok = bytes(m.flash.storage) == _predicted_flash(initial, ops, point.index)
+    if predicted is not None and download_error is None:
+        prediction_ok = bytes(m.flash.storage) == predicted
     digest = _flash_digest(m)
-    obs = observe_boot(m, region, boot_region, run_ns, plan.after)
+    obs = observe_boot(m, region, boot_region, run_ns, plan.after, reads)
     outcome = classify(obs, expected_uart)
     return Trial(point, outcome, op, obs, cut_time_ns, changed, digest, prediction_ok,
                  download_error=download_error)
+
+
+def _varying_ranges(ops: Sequence[FlashOp], flash_size: int) -> list[tuple[int, int]]:
+    """Offsets of main flash that some operation of the download touches: the only bytes in
+    which the flash left by one cut can differ from another's."""
+    ranges = []
+    for op in ops:
+        if op.kind == fj.MASS_ERASE:
+            ranges.append((0, flash_size))
+        elif op.area == "main":
+            ranges.append((op.offset, op.offset + max(op.length, len(op.new), len(op.old))))
+    return merge_ranges(ranges)
+
+
+@dataclass
+class _Child:
+    pid: int
+    path: str
+    point: CutPoint
+    flash: tuple[bytes, bytes] | None  # the cut's flash as the parent previewed it: (main, option bytes)
 
 
 class _Snapshots:
     """Every cut from one download: at each cut instant the process forks; the child is the
     board at that instant (CPU, memory, models, host session: the whole machine state), cuts
     the supply, boots and reports its :class:`Trial`; the parent carries on with the download.
-    At most ``jobs`` children run at once.  The result is the same as replaying the download
-    to each cut, without the replays."""
+    At most ``jobs`` children run at once.  The result
+    is the same as replaying the download to each cut, without the replays.
+
+    With ``reuse_boots`` the parent first works out the flash the cut leaves without cutting
+    (``FlashInterface.power_cut_preview``) and looks it up in a :class:`BootMemo`: a cut whose
+    flash holds the same bytes where an earlier boot read the varying flash boots exactly
+    like it (see :mod:`emulator.bootflow.boot_memo`), so it takes that boot's observation and
+    no child is forked.  Each child that does boot checks the parent's preview (the flash
+    digest) and reports the flash bytes its boot read."""
 
     def __init__(self, plan: _Plan, region: tuple[int, int], boot_region: tuple[int, int], run_ns: int,
                  expected_uart: str | None, initial: bytes, ops: Sequence[FlashOp], jobs: int,
-                 on_trial: Callable[[Trial], None]) -> None:
-        self.args = (region, boot_region, run_ns, expected_uart, initial, ops)
+                 on_trial: Callable[[Trial], None], reuse_boots: bool = True) -> None:
+        self.args = (region, boot_region, run_ns, expected_uart)
         self.plan = plan
+        self.ops = ops
         self.jobs = max(1, jobs)
         self.on_trial = on_trial
-        self.running: list[tuple[int, str, CutPoint]] = []
+        self.running: list[_Child] = []
         self.dir = tempfile.mkdtemp(prefix="powercut-")
         self.m: Machine | None = None
+        self.tap: _Tap | None = None
+        self.memo = BootMemo() if reuse_boots else None
+        self.varying: list[tuple[int, int]] = []
+        self.booted = 0
+        self.forks = 0
+        # The reference's flash before operation ``_predicted_upto``, kept as the cuts advance.
+        self._predicted = bytearray(initial)
+        self._predicted_upto = 0
+        self._ops_checked = 0  # the snapshot download's operations found equal to the reference's
+        self._diverged = False
 
     def run(self, points: Sequence[CutPoint]) -> list[CutPoint]:
         """Fork at each of ``points``; returns those the download never reached."""
         board = _new_board(self.plan)
         self.m = board.machine
-        tap = _Tap(self.m, points, self._fork)
+        self.varying = _varying_ranges(self.ops, self.m.chip.flash_size)
+        tap = self.tap = _Tap(self.m, points, self._cut)
         try:
             _download(board, self.plan)
         finally:
             tap.detach()
             while self.running:
-                self._reap(self.running[0])
+                self._reap_one()
             shutil.rmtree(self.dir, ignore_errors=True)
         return list(tap.pending)
 
-    def _fork(self, point: CutPoint, op: FlashOp | None) -> None:
+    def _predicted_before(self, k: int) -> bytes:
+        """The reference's flash with its operations 0..k-1 done (cuts come in download order)."""
+        for op in self.ops[self._predicted_upto:k]:
+            if op.area == "main" and op.new:
+                self._predicted[op.offset:op.offset + len(op.new)] = op.new
+        self._predicted_upto = max(self._predicted_upto, k)
+        return bytes(self._predicted)
+
+    def _same_as_reference(self) -> bool:
+        """Whether the snapshot download's operations so far are the reference's: the varying
+        bytes (and so the memo's key) are only known for the reference's download."""
+        assert self.tap is not None
+        seen = self.tap.ops
+        for i in range(self._ops_checked, len(seen)):
+            a = seen[i]
+            b = self.ops[i] if i < len(self.ops) else None
+            if b is None or (a.kind, a.area, a.offset, a.length) != (b.kind, b.area, b.offset, b.length):
+                self._diverged = True
+                break
+        self._ops_checked = len(seen)
+        return not self._diverged
+
+    def _cut(self, point: CutPoint, op: FlashOp | None) -> None:
+        m = self.m
+        assert m is not None
+        started = time.perf_counter()
+        predicted = self._predicted_before(point.index) if point.mode == BETWEEN else None
+        preview = None
+        if self.memo is not None and self._same_as_reference():
+            preview = m.flash.power_cut_preview()
+        if preview is not None and self._reuse(point, op, preview, predicted, started):
+            return
         while len(self.running) >= self.jobs:
-            self._reap(self.running[0])
-        path = os.path.join(self.dir, f"{len(os.listdir(self.dir))}-{point.index}-{point.mode}.pickle")
+            # Make room; the boot reaped may be the one this cut would run.
+            self._reap_one()
+            if preview is not None and self._reuse(point, op, preview, predicted, started):
+                return
+        self._fork(point, op, predicted, None if preview is None else preview[:2])
+
+    def _reuse(self, point: CutPoint, op: FlashOp | None, preview: tuple[bytes, bytes, int | None],
+               predicted: bytes | None, started: float) -> bool:
+        """Take a kept boot for this cut, if one applies to the flash it leaves."""
+        assert self.memo is not None and self.m is not None
+        main, options, changed = preview
+        hit = self.memo.lookup(main, options)
+        if hit is None:
+            return False
+        (obs, outcome), label = hit
+        trial = Trial(point, outcome, op, obs, self.m.now_ns, changed if op is not None else None,
+                      _digest(main, options), None if predicted is None else main == predicted,
+                      boot_same_as=label)
+        trial.wall_s = time.perf_counter() - started
+        self.on_trial(trial)
+        return True
+
+    def _fork(self, point: CutPoint, op: FlashOp | None, predicted: bytes | None,
+              flash: tuple[bytes, bytes] | None) -> None:
+        while len(self.running) >= self.jobs:
+            self._reap_one()
+        self.forks += 1
+        path = os.path.join(self.dir, f"{self.forks}-{point.index}-{point.mode}.pickle")
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -847,9 +985,11 @@ class _Snapshots:
                 m = self.m
                 assert m is not None
                 m.power_cut()
-                trial = _after_cut(m, self.plan, point, op, m.now_ns, *self.args, download_error=None)
+                reads = BootReads(m, self.varying) if flash is not None else None
+                trial = _after_cut(m, self.plan, point, op, m.now_ns, *self.args, predicted=predicted,
+                                   download_error=None, reads=reads)
                 trial.wall_s = time.perf_counter() - started
-                result: Any = trial
+                result: Any = (trial, None if reads is None else reads.runs)
             except BaseException as e:  # noqa: BLE001 - reported by the parent, never unwound here
                 result, code = f"{type(e).__name__}: {e}", 1
             try:
@@ -857,20 +997,32 @@ class _Snapshots:
                     pickle.dump(result, f)
             finally:
                 os._exit(code)
-        self.running.append((pid, path, point))
+        self.running.append(_Child(pid, path, point, flash))
 
-    def _reap(self, child: tuple[int, str, CutPoint]) -> None:
-        pid, path, point = child
+    def _reap_one(self) -> None:
+        """Wait for the oldest child and take its trial.  Always the oldest, never whichever
+        ends first: what the memo holds at each cut, and so which cuts boot, is then the same
+        on every run, and so is the report."""
+        child = self.running[0]
+        os.waitpid(child.pid, 0)
         self.running.remove(child)
-        os.waitpid(pid, 0)
         try:
-            with open(path, "rb") as f:
+            with open(child.path, "rb") as f:
                 result = pickle.load(f)
         except (OSError, EOFError, pickle.UnpicklingError) as e:
             result = f"the trial's process left no result ({e})"
         if isinstance(result, str):
-            raise RuntimeError(f"power-cut trial {point.label} failed: {result}")
-        self.on_trial(result)
+            raise RuntimeError(f"power-cut trial {child.point.label} failed: {result}")
+        trial, runs = result
+        self.booted += 1
+        if child.flash is not None and self.memo is not None:
+            main, options = child.flash
+            if trial.flash_digest != _digest(main, options):
+                raise RuntimeError(f"power-cut trial {child.point.label}: the flash the cut left differs from "
+                                   "the flash model's preview of it")
+            if runs is not None:
+                self.memo.add(runs, main, options, (trial.observation, trial.outcome), trial.point.label)
+        self.on_trial(trial)
 
 
 # -- presentation ---------------------------------------------------------------------------------
@@ -909,9 +1061,17 @@ def render(reports: Sequence[SweepReport], console: Any = None, *, all_rows: boo
         counts = ", ".join(f"{k} {v}" for k, v in rep.counts().items())
         verdict = ("[bold red]jumps into a half-written image[/]" if rep.jumps_into_broken_image
                    else "[green]never jumps into a half-written image[/]")
-        console.print(f"{counts} — {verdict} ({rep.wall_s:.1f} s)")
+        console.print(f"{counts} — {verdict}")
+        console.print(cost_line(rep))
         for p in rep.problems:
             console.print(f"[yellow]problem:[/] {p}")
+
+
+def cost_line(rep: SweepReport) -> str:
+    """How the cuts were covered and the sweep's wall time, for the summary."""
+    same_flash = sum(t.same_as is not None for t in rep.trials)
+    return (f"{len(rep.trials)} cuts: {rep.booted} booted, {rep.boots_reused} reused an earlier boot that read "
+            f"the same flash bytes, {same_flash} left the same flash as an earlier cut; {rep.wall_s:.1f} s")
 
 
 def _op_text(op: FlashOp | None) -> str:

@@ -59,9 +59,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     fl.add_argument("--power-cut-sweep", action="store_true",
                     help="cut the power at the download's flash operations in turn and report each reboot")
     fl.add_argument("--sweep-points", default="default", metavar="SPEC",
-                    help="default (erases, page edges, commit record, stride), all (slow: 2 trials per "
-                         "operation, ~0.5 s each) or operation indices like 0,5,10-12")
+                    help="default (erases, page edges, commit record, stride), all (2 cuts per operation) "
+                         "or operation indices like 0,5,10-12")
     fl.add_argument("--sweep-all-rows", action="store_true", help="do not fold equal rows of the table")
+    fl.add_argument("--sweep-boot-every-cut", action="store_true",
+                    help="boot after every cut, even where an earlier boot read the same flash bytes and so "
+                         "is known to be the same (slower; the same rows)")
     fl.add_argument("--jobs", type=parse_jobs, default=None, metavar="N",
                     help="power-cut trials at once, each in a forked snapshot of one download (default: every "
                          "core; 0 replays the download from reset for each cut)")
@@ -176,7 +179,9 @@ def cmd_power_cut_sweep(args: argparse.Namespace) -> int:
                         run_ns=getattr(args, "max_time", None) or DEFAULT_RUN_NS,
                         app_address=getattr(args, "address", None),
                         flash_timing=getattr(args, "flash_timing", "typical"), jobs=getattr(args, "jobs", None),
-                        shard=getattr(args, "shard", None), progress=cut_done, **options)
+                        shard=getattr(args, "shard", None), progress=cut_done,
+                        reuse_boots=not getattr(args, "sweep_boot_every_cut", False),
+                        planned=lambda n: cuts.update(total=n, description="power-cut sweep"), **options)
     except ValueError as e:
         raise EmulatorError(str(e)) from None
     if getattr(args, "report", None):

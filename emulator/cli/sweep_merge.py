@@ -41,7 +41,8 @@ def cmd_sweep_merge(args: argparse.Namespace) -> int:
     else:
         counts = ", ".join(f"{merged['counts'][o]} {o}" for o in OUTCOMES)
         print(f"power-cut sweep {merged['boot_image']} + {merged['app_file']} ({merged['erase_order']}): "
-              f"{len(merged['trials'])} cuts from {len(docs)} shards: {counts}", file=sys.stderr)
+              f"{len(merged['trials'])} cuts from {len(docs)} shards: {counts} ({merged.get('booted', 0)} booted, "
+              f"{merged.get('boots_reused', 0)} reused an earlier boot)", file=sys.stderr)
         for problem in merged["problems"]:
             print(f"problem: {problem}", file=sys.stderr)
         print("clean" if merged["clean"] else "NOT CLEAN: a cut jumps into a half-written image, bricks the "

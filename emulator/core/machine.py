@@ -355,7 +355,10 @@ class Machine:
         stops where it is (see ``firmware_models.flash``); SRAM and every register are
         lost.  ``power_on()`` afterwards boots from exactly the flash that is left."""
         self.flash.power_cut()
-        self.scheduler.clear()
+        self.scheduler.power_cut()
+        # The cut ended the flash operation in flight, so the stall of instruction fetches it
+        # caused (PM0075 §2.3) ends too: the flash is idle at power-on.
+        self.port.stalled_until_ns = 0
         self.port.event("power_cut")
         self.cpu = CpuState(locked_up=True)
         self._stop = StopReason("condition", "power cut", self.pc)

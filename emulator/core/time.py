@@ -98,3 +98,10 @@ class Scheduler:
         self._heap = [t for t in self._heap if t[2].external and not t[2].cancelled]
         heapq.heapify(self._heap)
         self.activity += 1
+
+    def power_cut(self) -> None:
+        """The supply is gone: every timer with it, and the CPU clock restarts at power-on
+        with no sub-nanosecond carry from the cycles before (as at t=0), so what a board
+        does after power-on depends only on what power-on gives it, not on the instant."""
+        self.clear()
+        self._remainder = 0
