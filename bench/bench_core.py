@@ -19,6 +19,7 @@ from pathlib import Path
 from unicorn import UC_ARCH_ARM, UC_HOOK_INTR, UC_MODE_THUMB, UC_PROT_ALL, Uc
 from unicorn import arm_const as A
 
+from bench import goals
 from emulator.core.chips import get_chip
 from emulator.core.machine import Machine
 from emulator.core.session import BoardOptions, build_board
@@ -110,6 +111,7 @@ def cpu_bound() -> None:
     print(f"  raw Unicorn, no hooks   {n / raw / 1e6:8.1f} MIPS  ({raw:.3f} s CPU)")
     print(f"  raw Unicorn, count=N    {n / raw_count / 1e6:8.1f} MIPS  (Unicorn's per-instruction counting)")
     print(f"  emulator / raw (no hooks)   {raw / emu:6.2f}")
+    goals.record("CPU-bound code / raw Unicorn without hooks", raw / emu, "x", 0.5, at_least=True)
 
 
 def mmio_cost() -> None:
@@ -122,6 +124,7 @@ def mmio_cost() -> None:
             t = time.process_time()
             m.run(max_instructions=300_000)
             per_access.append((time.process_time() - t) / ((m.instructions - i0) / 3))
+        goals.record(f"one MMIO {what} ({register})", min(per_access) * 1e6, "us", 1.0, at_least=False)
         print(f"MMIO {what:5} of {register:9}: {min(per_access) * 1e6:5.2f} us per access, the whole pass "
               f"(3 instructions: Unicorn's callback, time, dispatch, model, loop detector), {m.engine.name} engine")
 
@@ -143,6 +146,7 @@ def idle_loop() -> None:
     print(f"Idle polling loop (reads GPIOA_IDR, NVIC ICER+ISER, rewrites GPIOA_ODR) around a 1 kHz SysTick, "
           f"2 s emulated, {ticks} ticks:")
     print(f"  {2 / min(walls):7.1f} x real time ({min(walls):.3f} s CPU, {skipped:,} passes skipped)")
+    goals.record("idle polling loop around a 1 kHz SysTick", 2 / min(walls), "x", 20, at_least=True)
     print(f"  {1 / slow:7.3f} x real time with the skipping off")
 
 
