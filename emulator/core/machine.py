@@ -153,6 +153,8 @@ class Machine:
         self.uart_output: dict[int, bytearray] = {}  # every byte each USART sent, by number
         self.path: list[tuple[int, str]] = []  # (time_ns, function) in order of first visit
         self._path_seen: set[str] = set()
+        self._path_table: Any = None  # the symbol table _path_pcs was looked up in
+        self._path_pcs: set[int] = set()  # addresses _note_path has looked up
         self._in_slice = False
         self._synced = 0
         self._slice_end_ns = 0
@@ -623,12 +625,10 @@ class Machine:
         budget = MAX_SLICE if due is None else min(MAX_SLICE, self.scheduler.cycles_until(due, hz))
         if instr_limit is not None:
             budget = max(1, min(budget, instr_limit - self.instructions))
-        masks = None
-        if any(self.nvic.pending) and self.exc.pending_but_masked():
-            # End the slice when PRIMASK/FAULTMASK/BASEPRI change: CPS and MSR end a translated
-            # block, so the interrupt is taken right after the instruction that unmasks it.
-            r = self.regs.reg_read
-            masks = (r(A.UC_ARM_REG_PRIMASK), r(A.UC_ARM_REG_FAULTMASK), r(A.UC_ARM_REG_BASEPRI))
+        # End the slice when PRIMASK/FAULTMASK/BASEPRI change while they hold off a pending
+        # exception: CPS and MSR end a translated block, so the interrupt is taken right after
+        # the instruction that unmasks it.
+        masks = self.exc.masks_holding_off() if any(self.nvic.pending) else None
         self._slice_end_ns = due if due is not None else 1 << 62
         if bool(self.scb.values["CCR"] & _CCR_UNALIGN_TRP) != (self._unaligned_hook is not None):
             self._update_unaligned_trap()
@@ -840,9 +840,18 @@ class Machine:
             self._st.deadline = 0
 
     def _note_path(self, pc: int) -> None:
-        if self.symbols is None:
+        symbols = self.symbols
+        if symbols is None:
             return
-        fn = self.symbols.function_at(pc)
+        # A slice ends at a few addresses over and over (a polling loop, a handler's return):
+        # once looked up, an address cannot add to the path again while the table is the same
+        # (a SymbolTable never changes; a new one is a new object).
+        if symbols is not self._path_table:
+            self._path_table, self._path_pcs = symbols, set()
+        elif pc in self._path_pcs:
+            return
+        self._path_pcs.add(pc)
+        fn = symbols.function_at(pc)
         name = fn.qualified_name if fn is not None else None
         if name and name not in self._path_seen:
             self._path_seen.add(name)
