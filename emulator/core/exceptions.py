@@ -102,6 +102,7 @@ class ExceptionEngine:
         self._return_writers: dict[tuple[bool, int], Callable[[list[int]], None]] = {}
         self._writer = writer
         self._read32_fn = getattr(uc, "read32", None)
+        self._memo: tuple | None = None  # see _decide
 
     def _return_writer(self, clear_faultmask: bool, exc_return: int) -> Callable[[list[int]], None]:
         """The registers exception_return writes for this EXC_RETURN, in its order."""
@@ -140,19 +141,42 @@ class ExceptionEngine:
 
     def deliverable(self) -> int | None:
         """The pending exception that preempts the current context now, if any."""
-        exc = self.ctl.highest_pending()
-        if exc is not None and self.ctl.can_preempt(exc, *self.masks()):
-            return exc
-        return None
+        return self._decide()[0]
 
     def pending_but_masked(self) -> bool:
         """An enabled exception is pending but held off only by PRIMASK/FAULTMASK/BASEPRI."""
-        exc = self.ctl.highest_pending()
-        if exc is None:
-            return False
-        prio = self.ctl.group_priority(self.ctl.raw_priority(exc))
-        return prio < self.ctl.execution_priority(False, False, 0) and not self.ctl.can_preempt(
-            exc, *self.masks())
+        return self._decide()[1] is not None
+
+    def masks_holding_off(self) -> tuple[int, int, int] | None:
+        """PRIMASK, FAULTMASK, BASEPRI as read when they alone hold off a pending exception."""
+        return self._decide()[1]
+
+    def _decide(self) -> tuple[int | None, tuple[int, int, int] | None]:
+        """(deliverable exception, the raw masks when a pending one is held off only by them).
+
+        The run loop asks between every two CPU slices, and an interrupt handler that runs
+        with SysTick pending but masked asks the same question many times over: the answer
+        is kept with every input it depends on (the masks, the pending, active and enabled
+        exceptions, the priorities and PRIGROUP) and reused while they compare equal.  The
+        lists hold bools and small ints, so comparing them runs at C speed.
+        """
+        ctl = self.ctl
+        primask, faultmask, basepri = masks = tuple(self._read_masks())
+        memo = self._memo
+        if (memo is not None and memo[0] == masks and memo[1] == ctl.pending and memo[2] == ctl.active
+                and memo[3] == ctl.enabled and memo[4] == ctl.priority and memo[5] == ctl.prigroup):
+            return memo[6]
+        exc = ctl.highest_pending()
+        result: tuple[int | None, tuple[int, int, int] | None] = (None, None)
+        if exc is not None:
+            prio = ctl.group_priority(ctl.raw_priority(exc))
+            if prio < ctl.execution_priority(bool(primask & 1), bool(faultmask & 1), basepri & 0xFF):
+                result = (exc, None)
+            elif prio < ctl.execution_priority(False, False, 0):
+                result = (None, masks)
+        self._memo = (masks, ctl.pending[:], ctl.active[:], ctl.enabled[:], ctl.priority[:],
+                      ctl.prigroup, result)
+        return result
 
     def _read32(self, address: int) -> int:
         if self._read32_fn is not None:

@@ -95,6 +95,7 @@ _CONTEXT_REGS = tuple(getattr(A, f"UC_ARM_REG_R{i}") for i in range(13)) + (
 # Errors that stop a block at the instruction that caused them (data aborts, undefined instructions).
 _MID_BLOCK_ERRORS = (UC_ERR_READ_UNMAPPED, UC_ERR_READ_PROT, UC_ERR_WRITE_UNMAPPED, UC_ERR_WRITE_PROT,
                      UC_ERR_INSN_INVALID)
+_PC = A.UC_ARM_REG_PC
 _SIZE_MASK = (0, 0xFF, 0xFFFF, 0, 0xFFFFFFFF, 0, 0, 0, 0xFFFFFFFFFFFFFFFF)
 SENTINEL_SRAM = 0xA5  # power-on SRAM fill, so reads of uninitialised memory stand out
 
@@ -153,6 +154,8 @@ class Machine:
         self.uart_output: dict[int, bytearray] = {}  # every byte each USART sent, by number
         self.path: list[tuple[int, str]] = []  # (time_ns, function) in order of first visit
         self._path_seen: set[str] = set()
+        self._path_table: Any = None  # the symbol table _path_pcs was looked up in
+        self._path_pcs: set[int] = set()  # addresses _note_path has looked up
         self._in_slice = False
         self._synced = 0
         self._slice_end_ns = 0
@@ -435,43 +438,46 @@ class Machine:
         instr_limit = None if max_instructions is None else self.instructions + max_instructions
         self._stop = self._stop if self._stop and not self._stop.clean else None
         # Changes only through a model's callback (which a skipped pass does not run): see _fast_forward.
-        self._until_external = until is not None and until == self._stopped_externally
-        self._until_steady = until is None or self._until_external
+        self._until_external = external = until is not None and until == self._stopped_externally
+        self._until_steady = until is None or external
+        # Locals for the loop below: one pass per slice, stall, sleep or event (tens of
+        # thousands per second of a flash download).
+        scheduler, port, nvic, reg_read = self.scheduler, self.port, self.nvic, self.regs.reg_read
         while True:
             if self.supervisor is not None:
                 self.supervisor()
-            self.scheduler.run_due()
+            scheduler.run_due()
             if self._reset_request is not None:
                 cause, self._reset_request = self._reset_request, None
                 self.system_reset(cause)
             if self._stop is not None:
                 return self._stop
-            if until is not None and until():
-                return StopReason("condition", pc=self.pc)
+            if until is not None and (self._external_stop if external else until()):
+                return StopReason("condition", pc=reg_read(_PC))
             if self.cpu.locked_up:
                 if not self._wait_for_event(deadline):
                     return self._stop or StopReason("lockup", "core is locked up", self.pc)
                 continue
-            pc = self.pc
-            if self.port.stalled_until_ns > self.scheduler.now_ns and self._fetching_from_flash(pc):
+            pc = reg_read(_PC)
+            if port.stalled_until_ns > scheduler.now_ns and self._fetching_from_flash(pc):
                 # The flash is busy programming or erasing: instruction fetches (and the
                 # vector fetch of any interrupt) wait, timers keep running (PM0075 §2.3).
-                nxt = self.scheduler.next_due()
-                stall = self.port.stalled_until_ns
+                nxt = scheduler.next_due()
+                stall = port.stalled_until_ns
                 if not self._skip_to(stall if nxt is None else min(stall, nxt), deadline):
                     return self._stop  # type: ignore[return-value]
                 continue
-            if self._take_pending_exception(pc):
+            if any(nvic.pending) and self._take_pending_exception(pc):  # bools: any() runs at C speed
                 continue
             if self.cpu.sleeping:
                 if not self._sleep(deadline):
                     return self._stop  # type: ignore[return-value]
                 continue
-            if self._idle_loop(pc):
+            if self._code_halfword(pc & ~1) == THUMB_B_SELF:  # _idle_loop
                 if not self._sleep(deadline, spinning=True):
                     return self._stop  # type: ignore[return-value]
                 continue
-            if deadline is not None and self.scheduler.now_ns >= deadline:
+            if deadline is not None and scheduler.now_ns >= deadline:
                 return StopReason("time-budget", f"{max_ns} ns of emulated time", pc)
             if instr_limit is not None and self.instructions >= instr_limit:
                 return StopReason("instruction-budget", f"{max_instructions} instructions", pc)
@@ -600,9 +606,6 @@ class Machine:
         self.scheduler.advance_to(target, self.port.clocks.hclk)
         return True
 
-    def _idle_loop(self, pc: int) -> bool:
-        return self._code_halfword(pc & ~1) == THUMB_B_SELF
-
     def _code_halfword(self, address: int) -> int | None:
         """The half-word at ``address``: straight from the flash array when it is flash."""
         chip = self.chip
@@ -623,12 +626,10 @@ class Machine:
         budget = MAX_SLICE if due is None else min(MAX_SLICE, self.scheduler.cycles_until(due, hz))
         if instr_limit is not None:
             budget = max(1, min(budget, instr_limit - self.instructions))
-        masks = None
-        if any(self.nvic.pending) and self.exc.pending_but_masked():
-            # End the slice when PRIMASK/FAULTMASK/BASEPRI change: CPS and MSR end a translated
-            # block, so the interrupt is taken right after the instruction that unmasks it.
-            r = self.regs.reg_read
-            masks = (r(A.UC_ARM_REG_PRIMASK), r(A.UC_ARM_REG_FAULTMASK), r(A.UC_ARM_REG_BASEPRI))
+        # End the slice when PRIMASK/FAULTMASK/BASEPRI change while they hold off a pending
+        # exception: CPS and MSR end a translated block, so the interrupt is taken right after
+        # the instruction that unmasks it.
+        masks = self.exc.masks_holding_off() if any(self.nvic.pending) else None
         self._slice_end_ns = due if due is not None else 1 << 62
         if bool(self.scb.values["CCR"] & _CCR_UNALIGN_TRP) != (self._unaligned_hook is not None):
             self._update_unaligned_trap()
@@ -840,9 +841,18 @@ class Machine:
             self._st.deadline = 0
 
     def _note_path(self, pc: int) -> None:
-        if self.symbols is None:
+        symbols = self.symbols
+        if symbols is None:
             return
-        fn = self.symbols.function_at(pc)
+        # A slice ends at a few addresses over and over (a polling loop, a handler's return):
+        # once looked up, an address cannot add to the path again while the table is the same
+        # (a SymbolTable never changes; a new one is a new object).
+        if symbols is not self._path_table:
+            self._path_table, self._path_pcs = symbols, set()
+        elif pc in self._path_pcs:
+            return
+        self._path_pcs.add(pc)
+        fn = symbols.function_at(pc)
         name = fn.qualified_name if fn is not None else None
         if name and name not in self._path_seen:
             self._path_seen.add(name)
