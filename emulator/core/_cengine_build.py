@@ -64,9 +64,12 @@ int64_t bs_reg_get(void *uc, int regid);
 int bs_reg_set(void *uc, int regid, uint32_t value);
 int bs_regs_get(void *uc, const int *ids, uint32_t *out, int n);
 int bs_regs_set(void *uc, const int *ids, const uint32_t *values, int n);
+void bs_set_mem_api(void *mem_read);
+int bs_mem_read(void *uc, uint64_t address, uint8_t *out, uint32_t size);
+int bs_mem_same(void *uc, uint64_t address, const uint8_t *saved, uint32_t size);
 """
 
-SOURCE = STATE + r"""
+SOURCE = "#include <string.h>\n" + STATE + r"""
 typedef int (*bs_stop_fn)(void *uc);
 typedef int (*bs_read_fn)(void *uc, uint64_t address, void *bytes, uint64_t size);
 typedef int (*bs_reg_fn)(void *uc, int regid, void *value);
@@ -291,6 +294,39 @@ int bs_regs_get(void *uc, const int *ids, uint32_t *out, int n)
             return err;
     }
     return 0;
+}
+
+/* Memory for Python without the binding's layers or a bytes object per call: a stack frame,
+   and the loop detector's SRAM comparison (emulator/core/loops.py), handed over by
+   bs_set_mem_api. */
+static bs_read_fn bs_p_mem_read;
+
+void bs_set_mem_api(void *mem_read)
+{
+    bs_p_mem_read = (bs_read_fn)mem_read;
+}
+
+int bs_mem_read(void *uc, uint64_t address, uint8_t *out, uint32_t size)
+{
+    return bs_p_mem_read(uc, address, out, size);
+}
+
+/* 1 when the memory at address holds saved[0:size], 0 when it differs, -(Unicorn error). */
+int bs_mem_same(void *uc, uint64_t address, const uint8_t *saved, uint32_t size)
+{
+    uint8_t chunk[16384];
+    while (size) {
+        uint32_t n = size < sizeof chunk ? size : (uint32_t)sizeof chunk;
+        int err = bs_p_mem_read(uc, address, chunk, n);
+        if (err)
+            return -err;
+        if (memcmp(chunk, saved, n) != 0)
+            return 0;
+        address += n;
+        saved += n;
+        size -= n;
+    }
+    return 1;
 }
 """
 

@@ -422,8 +422,11 @@ class FastRegisters:
                 c_ids, c_values = ffi.new("int[]", reg_ids), ffi.new("uint32_t[]", k)
 
                 def write(values: list[int] | tuple[int, ...]) -> None:
-                    for i in range(k):
-                        c_values[i] = values[i] & 0xFFFFFFFF
+                    try:
+                        c_values[0:k] = values  # one C loop; a value out of 32 bits raises
+                    except OverflowError:
+                        for i in range(k):
+                            c_values[i] = values[i] & 0xFFFFFFFF
                     status = set_many(handle, c_ids, c_values, k)
                     if status:
                         raise UcError(status)
@@ -468,6 +471,62 @@ class FastRegisters:
             return int.from_bytes(word_buf.raw, "little")
         self.read32 = read32  # a little-endian word of memory (vector fetches)
         self._buffers: dict[int, Any] = {}  # mem_read's, one per size
+        mem_api = None
+        if _cengine is not None and getattr(_cengine.lib, "bs_mem_same", None) is not None:
+            # An extension built before these helpers lacks them: ctypes, below, then.
+            _cengine.lib.bs_set_mem_api(_cengine.ffi.cast("void *", _fn_address(uclib.uc_mem_read)))
+            mem_api = _cengine.ffi, _cengine.lib, _cengine.ffi.cast("void *", uch.value)
+        self._mem_api = mem_api
+        if mem_api is not None:
+            ffi, lib, handle = mem_api
+            c_read, c_buffers = lib.bs_mem_read, {}
+            ffi_buffer = ffi.buffer
+
+            def c_mem_read(address: int, size: int) -> bytearray:
+                buf = c_buffers.get(size)
+                if buf is None:
+                    buf = c_buffers[size] = ffi.new("uint8_t[]", size)
+                status = c_read(handle, address, buf, size)
+                if status:
+                    raise UcError(status)
+                return bytearray(ffi_buffer(buf, size))
+            self.mem_read = c_mem_read  # type: ignore[method-assign]
+
+    def memory_copy(self, address: int, size: int) -> tuple[Callable[[], None], Callable[[], bool]]:
+        """``(save, same)`` for ``size`` bytes at ``address``: ``save()`` copies them aside,
+        ``same()`` says whether they hold that copy now (the loop detector's SRAM).  With the C
+        engine built the comparison is a memcmp in C and no bytes object is made."""
+        if self._mem_api is not None:
+            ffi, lib, handle = self._mem_api
+            saved = ffi.new("uint8_t[]", size)
+            c_read, c_same = lib.bs_mem_read, lib.bs_mem_same
+
+            def save() -> None:
+                status = c_read(handle, address, saved, size)
+                if status:
+                    raise UcError(status)
+
+            def same() -> bool:
+                result = c_same(handle, address, saved, size)
+                if result < 0:
+                    raise UcError(-result)
+                return result == 1
+            return save, same
+        buf, uch, read = ctypes.create_string_buffer(size), self.uc._uch, uclib.uc_mem_read
+        copy = [b""]
+
+        def read_all() -> bytes:
+            status = read(uch, address, buf, size)
+            if status:
+                raise UcError(status)
+            return buf.raw
+
+        def save_py() -> None:
+            copy[0] = read_all()
+
+        def same_py() -> bool:
+            return read_all() == copy[0]
+        return save_py, same_py
 
     def _writer_one_by_one(self, reg_ids: tuple[int, ...]) -> Callable[[list[int] | tuple[int, ...]], None]:
         def write(values: list[int] | tuple[int, ...]) -> None:
