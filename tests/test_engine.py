@@ -234,6 +234,43 @@ def test_a_verify_compares_all_of_sram(memory_path):
             m.uc.mem_write(m.chip.sram_base + offset, bytes(old))
 
 
+class _OldExtension:
+    """The C engine as built before the memory helpers and the C callbacks were added."""
+
+    NEW = frozenset({"bs_set_mem_api", "bs_mem_read", "bs_mem_same", "bs_mmio_read_address",
+                     "bs_mmio_write_address", "bs_intr_address"})
+
+    def __init__(self, built) -> None:
+        self.ffi, self._lib = built.ffi, built.lib
+
+    @property
+    def lib(self):
+        outer = self
+
+        class Lib:
+            def __getattr__(self, name):
+                if name in outer.NEW:
+                    raise AttributeError(name)
+                return getattr(outer._lib, name)
+        return Lib()
+
+
+@pytest.mark.parametrize("extension", ["current", "old", "none"] if engine.c_engine_available() else ["none"])
+def test_the_callbacks_and_memory_helpers_give_the_same_run_with_any_extension(extension, monkeypatch):
+    # MMIO and interrupt callbacks go through the extension's C functions when it has them,
+    # else through ctypes; the SRAM comparison likewise.  The run is the same either way.
+    reference = _idle_machine()
+    reference.run(max_ns=20_000_000)
+    if extension == "old":
+        monkeypatch.setattr(engine, "_cengine", _OldExtension(engine._cengine))
+    elif extension == "none":
+        monkeypatch.setattr(engine, "_cengine", None)
+    m = _idle_machine()
+    m.run(max_ns=20_000_000)
+    assert m.loops.verified >= 15
+    assert (_state(m), m.loops.skipped_passes) == (_state(reference), reference.loops.skipped_passes)
+
+
 def test_memory_copy_saves_and_compares(memory_path):
     m = _idle_machine()
     base, size = m.chip.sram_base + 0x100, 20000  # more than one chunk of bs_mem_same

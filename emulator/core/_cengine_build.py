@@ -67,6 +67,9 @@ int bs_regs_set(void *uc, const int *ids, const uint32_t *values, int n);
 void bs_set_mem_api(void *mem_read);
 int bs_mem_read(void *uc, uint64_t address, uint8_t *out, uint32_t size);
 int bs_mem_same(void *uc, uint64_t address, const uint8_t *saved, uint32_t size);
+uintptr_t bs_mmio_read_address(void);
+uintptr_t bs_mmio_write_address(void);
+uintptr_t bs_intr_address(void);
 """
 
 SOURCE = "#include <string.h>\n" + STATE + r"""
@@ -328,6 +331,73 @@ int bs_mem_same(void *uc, uint64_t address, const uint8_t *saved, uint32_t size)
     }
     return 1;
 }
+"""
+
+# Unicorn's MMIO and interrupt callbacks straight into Python (emulator/core/engine.py, mmio_map
+# and hook_intr): user_data is the Python callable itself, kept alive by the caller.  The C API
+# call costs a third of a ctypes callback (no converter objects, no argument tuple of ctypes
+# values).  Unicorn runs with the GIL released (ctypes released it for uc_emu_start).
+SOURCE += r"""
+/* fn(args..., NULL) or NULL; the callables catch everything: a failure here is a bug, reported. */
+#define BS_CALL(fn, ...) bs_checked((PyObject *)(fn), PyObject_CallFunctionObjArgs((PyObject *)(fn), __VA_ARGS__, NULL))
+
+static PyObject *bs_checked(PyObject *fn, PyObject *r)
+{
+    if (r == NULL)
+        PyErr_WriteUnraisable(fn);
+    return r;
+}
+
+static uint64_t bs_mmio_read(void *uc, uint64_t offset, unsigned size, void *user_data)
+{
+    uint64_t value = 0;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *zero = PyLong_FromLong(0), *o = PyLong_FromUnsignedLongLong(offset);
+    PyObject *n = PyLong_FromUnsignedLong(size);
+    PyObject *r = (zero && o && n) ? BS_CALL(user_data, zero, o, n, zero) : NULL;
+    if (r != NULL) {
+        value = PyLong_AsUnsignedLongLongMask(r);
+        if (PyErr_Occurred())
+            PyErr_WriteUnraisable((PyObject *)user_data);
+        Py_DECREF(r);
+    }
+    Py_XDECREF(n);
+    Py_XDECREF(o);
+    Py_XDECREF(zero);
+    PyGILState_Release(gil);
+    return value;
+}
+
+static void bs_mmio_write(void *uc, uint64_t offset, unsigned size, uint64_t value, void *user_data)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *zero = PyLong_FromLong(0), *o = PyLong_FromUnsignedLongLong(offset);
+    PyObject *n = PyLong_FromUnsignedLong(size), *v = PyLong_FromUnsignedLongLong(value);
+    PyObject *r = (zero && o && n && v) ? BS_CALL(user_data, zero, o, n, v, zero) : NULL;
+    if (r != NULL)
+        Py_DECREF(r);
+    Py_XDECREF(v);
+    Py_XDECREF(n);
+    Py_XDECREF(o);
+    Py_XDECREF(zero);
+    PyGILState_Release(gil);
+}
+
+static void bs_intr(void *uc, uint32_t intno, void *user_data)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *zero = PyLong_FromLong(0), *i = PyLong_FromUnsignedLong(intno);
+    PyObject *r = (zero && i) ? BS_CALL(user_data, zero, i, zero) : NULL;
+    if (r != NULL)
+        Py_DECREF(r);
+    Py_XDECREF(i);
+    Py_XDECREF(zero);
+    PyGILState_Release(gil);
+}
+
+uintptr_t bs_mmio_read_address(void) { return (uintptr_t)&bs_mmio_read; }
+uintptr_t bs_mmio_write_address(void) { return (uintptr_t)&bs_mmio_write; }
+uintptr_t bs_intr_address(void) { return (uintptr_t)&bs_intr; }
 """
 
 ffibuilder = FFI()

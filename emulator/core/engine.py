@@ -47,9 +47,15 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, Uc, UcError
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INTR, Uc, UcError
 from unicorn import arm_const as A
-from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC, uclib
+from unicorn.unicorn_py3.unicorn import (
+    HOOK_CODE_CFUNC,
+    HOOK_INTR_CFUNC,
+    MMIO_READ_CFUNC,
+    MMIO_WRITE_CFUNC,
+    uclib,
+)
 
 from emulator.core import insn_traps
 
@@ -96,6 +102,56 @@ def engine_choice() -> str:
 
 def _fn_address(fn: Any) -> int:
     return ctypes.cast(fn, ctypes.c_void_p).value or 0
+
+
+# -- Unicorn callbacks into Python ----------------------------------------------------------
+# Through the extension's C functions that call the Python callable with the C API (a third
+# of a ctypes callback's cost) when it has them, else through the binding's ctypes function
+# types.  Either way the callable gets (0, offset, size, 0), (0, offset, size, value, 0) or
+# (0, intno, 0): the engine handle and user data are not passed on.
+def _c_callbacks() -> bool:
+    return _cengine is not None and getattr(_cengine.lib, "bs_intr_address", None) is not None
+
+
+def _object_pointer(obj: Any) -> ctypes.c_void_p:
+    """The ``PyObject *`` of ``obj`` (CPython: its id), for the C callbacks' user data."""
+    return ctypes.c_void_p(id(obj))
+
+
+def mmio_map(uc: Uc, base: int, size: int, read: Callable[[int, int, int, int], int],
+             write: Callable[[int, int, int, int, int], None], keep: list[Any]) -> None:
+    """Map ``size`` bytes at ``base`` as MMIO served by ``read(0, offset, size, 0)`` and
+    ``write(0, offset, size, value, 0)``; what must stay alive as long as ``uc`` is put in
+    ``keep``.  The callables must not raise (Unicorn's C frames are below them)."""
+    if _c_callbacks():
+        lib = _cengine.lib
+        keep += [read, write]
+        status = uclib.uc_mmio_map(uc._uch, base, size, ctypes.c_void_p(lib.bs_mmio_read_address()),
+                                   _object_pointer(read), ctypes.c_void_p(lib.bs_mmio_write_address()),
+                                   _object_pointer(write))
+    else:
+        rcb, wcb = MMIO_READ_CFUNC(read), MMIO_WRITE_CFUNC(write)
+        keep += [rcb, wcb]
+        status = uclib.uc_mmio_map(uc._uch, base, size, rcb, None, wcb, None)
+    if status != 0:
+        raise UcError(status)
+
+
+def hook_intr(uc: Uc, callback: Callable[[int, int, int], None], keep: list[Any]) -> None:
+    """``callback(0, intno, 0)`` on each of Unicorn's interrupts (UC_HOOK_INTR), as :func:`mmio_map`."""
+    handle = ctypes.c_size_t()
+    if _c_callbacks():
+        keep.append(callback)
+        status = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_INTR,
+                                   ctypes.c_void_p(_cengine.lib.bs_intr_address()), _object_pointer(callback),
+                                   ctypes.c_uint64(1), ctypes.c_uint64(0))
+    else:
+        fn = HOOK_INTR_CFUNC(callback)
+        keep.append(fn)
+        status = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_INTR, fn, None,
+                                   ctypes.c_uint64(1), ctypes.c_uint64(0))
+    if status:
+        raise UcError(status)
 
 
 class Engine:
