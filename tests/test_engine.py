@@ -237,7 +237,7 @@ def test_a_verify_compares_all_of_sram(memory_path):
 class _OldExtension:
     """The C engine as built before the memory helpers and the C callbacks were added."""
 
-    NEW = frozenset({"bs_set_mem_api", "bs_mem_read", "bs_mem_same", "bs_mmio_read_address",
+    NEW = frozenset({"bs_set_mem_api", "bs_mem_read", "bs_mem_same", "bs_begin", "bs_mmio_read_address",
                      "bs_mmio_write_address", "bs_intr_address"})
 
     def __init__(self, built) -> None:

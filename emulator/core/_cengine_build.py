@@ -67,6 +67,8 @@ int bs_regs_set(void *uc, const int *ids, const uint32_t *values, int n);
 void bs_set_mem_api(void *mem_read);
 int bs_mem_read(void *uc, uint64_t address, uint8_t *out, uint32_t size);
 int bs_mem_same(void *uc, uint64_t address, const uint8_t *saved, uint32_t size);
+void bs_begin(bs_state *st, uint64_t budget, int watch, uint32_t primask, uint32_t faultmask,
+              uint32_t basepri);
 uintptr_t bs_mmio_read_address(void);
 uintptr_t bs_mmio_write_address(void);
 uintptr_t bs_intr_address(void);
@@ -195,6 +197,23 @@ static void bs_block_hook(void *uc, uint64_t address, uint32_t size, void *user_
 stop:
     st->stopped = 1;
     ((bs_stop_fn)st->emu_stop)(uc);
+}
+
+/* Engine.begin in one call: arm the hook for a slice of at least `budget` instructions. */
+void bs_begin(bs_state *st, uint64_t budget, int watch, uint32_t primask, uint32_t faultmask,
+              uint32_t basepri)
+{
+    st->count = st->base = 0;
+    st->block = 0;
+    st->block_size = st->block_n = 0;
+    st->deadline = budget;
+    st->stopped = st->unaligned = 0;
+    st->watch = watch ? 1 : 0;
+    if (watch) {
+        st->masks[0] = primask;
+        st->masks[1] = faultmask;
+        st->masks[2] = basepri;
+    }
 }
 
 uintptr_t bs_block_hook_address(void)

@@ -288,6 +288,15 @@ class CEngine(Engine):
         self._barrier_fn = ctypes.c_void_p(lib.bs_barrier_hook_address())
         self._multiword_fn = ctypes.c_void_p(lib.bs_multiword_hook_address())
 
+        c_begin = getattr(lib, "bs_begin", None)  # absent from an extension built before it
+        if c_begin is not None:
+            def begin(budget: int, masks: tuple[int, int, int] | None) -> None:
+                if masks is None:
+                    c_begin(st, budget, 0, 0, 0, 0)
+                else:
+                    c_begin(st, budget, 1, masks[0], masks[1], masks[2])
+            self.begin = begin  # type: ignore[method-assign]
+
     def add_barrier(self, address: int) -> None:
         self._hook_code(self._barrier_fn, self._st_pointer, address)
 
