@@ -467,6 +467,14 @@ class FastRegisters:
                     raise UcError(status)
                 return tuple(out)
 
+            out_bytes = ffi.buffer(out)
+
+            def snapshot_regs_key() -> bytes | tuple[int, ...]:
+                status = many(handle, ids, out, n)
+                if status:
+                    raise UcError(status)
+                return out_bytes[:]  # one copy of the words: no int object per register
+
             set_many = getattr(lib, "bs_regs_set", None)  # absent from an extension built before it
 
             def reader(reg_ids: tuple[int, ...]) -> Callable[[], list[int]]:
@@ -516,6 +524,8 @@ class FastRegisters:
             def snapshot_regs() -> tuple[int, ...]:
                 return tuple(reg_read(r) for r in SNAPSHOT_REGS)
 
+            snapshot_regs_key = snapshot_regs
+
             def reader(reg_ids: tuple[int, ...]) -> Callable[[], list[int]]:
                 return lambda: [reg_read(r) for r in reg_ids]
 
@@ -524,6 +534,9 @@ class FastRegisters:
         self.reg_read = reg_read
         self.reg_write = reg_write
         self.snapshot_regs = snapshot_regs  # SNAPSHOT_REGS, for emulator.core.loops
+        # The same registers as a value that compares equal exactly when they are (bytes with
+        # the extension, else the tuple): for comparisons only, as in a loop verify.
+        self.snapshot_regs_key = snapshot_regs_key
         # reader(ids)() reads those registers at once; writer(ids)(values) writes them in order.
         self.reader = reader
         self.writer = writer

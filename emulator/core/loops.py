@@ -199,6 +199,7 @@ class LoopDetector:
         # The candidate's models' MMIO keys seen so far: a verify whose accesses stay within
         # them compared the right models without looking each key up.
         self._candidate_keys: set[int] = set()
+        self._verify_split: tuple | None = None  # _verify_state's view of the candidate's models
         self._sram_save, self._sram_same = machine.regs.memory_copy(chip.sram_base, chip.sram_size)
         self.reset()
 
@@ -414,15 +415,19 @@ class LoopDetector:
         An attribute that is not plain data any more falls back to :func:`model_state`,
         tagged apart: a fallback at one end only is a difference, never a false match."""
         plans = self._plans
+        split = self._verify_split
+        if split is None or split[0] is not models:
+            # The proof's models, once per candidate: the exception controller apart.
+            split = self._verify_split = (
+                models, tuple([x for x in models.values() if type(x) is ExceptionController]),
+                tuple([(id(x), vars(x)) for x in models.values() if type(x) is not ExceptionController]))
         fast: list[Any] = []
-        slow: list[Any] = [self.m.regs.snapshot_regs()]
+        slow: list[Any] = [self.m.regs.snapshot_regs_key()]
+        for x in split[1]:
+            slow.append(x.loop_state())  # copies already, compared at C speed as they are
         try:
-            for x in models.values():
-                if type(x) is ExceptionController:
-                    slow.append(x.loop_state())  # copies already, compared at C speed as they are
-                    continue
-                attrs = vars(x)
-                plan = plans.get(id(x))
+            for key, attrs in split[2]:
+                plan = plans.get(key)
                 if plan is None or len(attrs) != plan[2]:
                     break
                 fast.append(plan[3](attrs))
