@@ -55,7 +55,7 @@ MAX_PERIOD = 4  # passes
 MAX_SNAPSHOTS = 4
 MAX_MUTE = 1 << 14  # accesses
 BIG_BUFFER = 1 << 16  # larger byte arrays (the flash array) are tracked by counters instead
-_VERIFYING = -3  # _anchor_key while a resumed loop is being verified (accesses are only collected)
+VERIFYING = -3  # _anchor_key while a resumed loop is being verified (accesses are only collected)
 _SKIP = object()
 
 
@@ -221,7 +221,7 @@ class LoopDetector:
     def access(self, block: int, key: int, value: int) -> None:
         """``key`` is the address times two, plus one for a write.  (The machine's MMIO
         callbacks inline the first branch.)"""
-        if self._anchor_key == _VERIFYING:
+        if self._anchor_key == VERIFYING:
             self._verify_keys.add(key)
             self._trail.clear()
             return
@@ -383,7 +383,7 @@ class LoopDetector:
         state = self._verify_state(models)
         self._sram_save()
         self.forget_passes()
-        self._anchor_key = self._anchor_block = _VERIFYING
+        self._anchor_key = self._anchor_block = VERIFYING
         self._verify_keys = set()
         self.mute = 0
         return period, self.m.instructions, (counters, state)

@@ -62,7 +62,7 @@ from emulator.core.chips import (
 )
 from emulator.core.engine import Engine, FastRegisters, hook_intr, make_engine, mmio_map
 from emulator.core.exceptions import ExceptionEngine, FaultRecord, Lockup
-from emulator.core.loops import MAX_TRAIL, LoopDetector
+from emulator.core.loops import MAX_TRAIL, VERIFYING, LoopDetector
 from emulator.core.port import Event, SimPort, StrictModeError
 from emulator.core.symbols import SymbolTable
 from emulator.core.time import Scheduler
@@ -987,7 +987,9 @@ class Machine:
                     loops.mute -= 1
                 elif self._in_slice:
                     block, key = st.block, address << 1
-                    if key != loops._anchor_key or block != loops._anchor_block:
+                    if loops._anchor_key == VERIFYING:
+                        loops._verify_keys.add(key)  # LoopDetector.access while verifying, inlined
+                    elif key != loops._anchor_key or block != loops._anchor_block:
                         trail = loops._trail  # LoopDetector.access, its common case inlined
                         trail += (block, key, value)
                         if len(trail) > MAX_TRAIL or loops._anchor_key < 0:
@@ -1018,7 +1020,9 @@ class Machine:
                     loops.mute -= 1
                 elif self._in_slice:
                     block, key = st.block, address << 1 | 1
-                    if key != loops._anchor_key or block != loops._anchor_block:
+                    if loops._anchor_key == VERIFYING:
+                        loops._verify_keys.add(key)  # LoopDetector.access while verifying, inlined
+                    elif key != loops._anchor_key or block != loops._anchor_block:
                         trail = loops._trail  # LoopDetector.access, its common case inlined
                         trail += (block, key, value)
                         if len(trail) > MAX_TRAIL or loops._anchor_key < 0:
