@@ -434,7 +434,9 @@ class LoopDetector:
                 if plan[1]:
                     slow.append(tuple([plain(attrs[k], 1) for k in plan[1]]))
             else:
-                return ("fast", marshal.dumps(fast), slow)
+                # Version 2: no back-references, so the bytes depend on the values alone (not on
+                # which objects happen to be shared), and it is the quickest to write.
+                return ("fast", marshal.dumps(fast, 2), slow)
         except (ValueError, KeyError):
             pass
         return ("slow", slow[0], tuple([model_state(x, plans) for x in models.values()]))
