@@ -207,6 +207,83 @@ def test_a_wrong_period_fails_verification_and_the_loop_is_found_again(which):
     assert _state(m) == _state(without)
 
 
+@pytest.fixture(params=["c", "ctypes"] if engine.c_engine_available() else ["ctypes"])
+def memory_path(request, monkeypatch):
+    if request.param == "ctypes":  # as installed without a C compiler
+        monkeypatch.setattr(engine, "_cengine", None)
+    return request.param
+
+
+def test_a_verify_compares_all_of_sram(memory_path):
+    # begin_verify copies SRAM aside (bs_mem_read), end_verify compares it (bs_mem_same, a
+    # memcmp in C; ctypes and bytes without the extension): one byte anywhere makes a difference.
+    m = _idle_machine()
+    m.run(max_ns=10_000_000)
+    loops = m.loops
+    candidate = loops._candidate
+    for offset, changed in ((0, False), (m.chip.sram_size - 1, True), (0x1234, True)):
+        loops._candidate = candidate  # a failed verify drops it
+        verify = loops.begin_verify(1 << 40)
+        assert verify is not None
+        if changed:
+            old = m.uc.mem_read(m.chip.sram_base + offset, 1)
+            m.uc.mem_write(m.chip.sram_base + offset, bytes([old[0] ^ 0x40]))
+        m.instructions += verify[0]  # as if the period had run
+        assert loops.end_verify(verify, True) == (0 if changed else verify[0])
+        if changed:
+            m.uc.mem_write(m.chip.sram_base + offset, bytes(old))
+
+
+class _OldExtension:
+    """The C engine as built before the memory helpers and the C callbacks were added."""
+
+    NEW = frozenset({"bs_set_mem_api", "bs_mem_read", "bs_mem_same", "bs_begin", "bs_mmio_read_address",
+                     "bs_mmio_write_address", "bs_intr_address"})
+
+    def __init__(self, built) -> None:
+        self.ffi, self._lib = built.ffi, built.lib
+
+    @property
+    def lib(self):
+        outer = self
+
+        class Lib:
+            def __getattr__(self, name):
+                if name in outer.NEW:
+                    raise AttributeError(name)
+                return getattr(outer._lib, name)
+        return Lib()
+
+
+@pytest.mark.parametrize("extension", ["current", "old", "none"] if engine.c_engine_available() else ["none"])
+def test_the_callbacks_and_memory_helpers_give_the_same_run_with_any_extension(extension, monkeypatch):
+    # MMIO and interrupt callbacks go through the extension's C functions when it has them,
+    # else through ctypes; the SRAM comparison likewise.  The run is the same either way.
+    reference = _idle_machine()
+    reference.run(max_ns=20_000_000)
+    if extension == "old":
+        monkeypatch.setattr(engine, "_cengine", _OldExtension(engine._cengine))
+    elif extension == "none":
+        monkeypatch.setattr(engine, "_cengine", None)
+    m = _idle_machine()
+    m.run(max_ns=20_000_000)
+    assert m.loops.verified >= 15
+    assert (_state(m), m.loops.skipped_passes) == (_state(reference), reference.loops.skipped_passes)
+
+
+def test_memory_copy_saves_and_compares(memory_path):
+    m = _idle_machine()
+    base, size = m.chip.sram_base + 0x100, 20000  # more than one chunk of bs_mem_same
+    save, same = m.regs.memory_copy(base, size)
+    save()
+    assert same()
+    m.uc.mem_write(base + size - 1, b"\x5a")
+    assert not same()
+    save()
+    assert same()
+    assert m.regs.mem_read(base + size - 1, 1) == bytearray(b"\x5a")
+
+
 @pytest.mark.parametrize("name", ["hello_base", "exc_test"])
 def test_skipping_changes_nothing_in_the_fixtures(name):
     runs = []

@@ -64,9 +64,17 @@ int64_t bs_reg_get(void *uc, int regid);
 int bs_reg_set(void *uc, int regid, uint32_t value);
 int bs_regs_get(void *uc, const int *ids, uint32_t *out, int n);
 int bs_regs_set(void *uc, const int *ids, const uint32_t *values, int n);
+void bs_set_mem_api(void *mem_read);
+int bs_mem_read(void *uc, uint64_t address, uint8_t *out, uint32_t size);
+int bs_mem_same(void *uc, uint64_t address, const uint8_t *saved, uint32_t size);
+void bs_begin(bs_state *st, uint64_t budget, int watch, uint32_t primask, uint32_t faultmask,
+              uint32_t basepri);
+uintptr_t bs_mmio_read_address(void);
+uintptr_t bs_mmio_write_address(void);
+uintptr_t bs_intr_address(void);
 """
 
-SOURCE = STATE + r"""
+SOURCE = "#include <string.h>\n" + STATE + r"""
 typedef int (*bs_stop_fn)(void *uc);
 typedef int (*bs_read_fn)(void *uc, uint64_t address, void *bytes, uint64_t size);
 typedef int (*bs_reg_fn)(void *uc, int regid, void *value);
@@ -191,6 +199,23 @@ stop:
     ((bs_stop_fn)st->emu_stop)(uc);
 }
 
+/* Engine.begin in one call: arm the hook for a slice of at least `budget` instructions. */
+void bs_begin(bs_state *st, uint64_t budget, int watch, uint32_t primask, uint32_t faultmask,
+              uint32_t basepri)
+{
+    st->count = st->base = 0;
+    st->block = 0;
+    st->block_size = st->block_n = 0;
+    st->deadline = budget;
+    st->stopped = st->unaligned = 0;
+    st->watch = watch ? 1 : 0;
+    if (watch) {
+        st->masks[0] = primask;
+        st->masks[1] = faultmask;
+        st->masks[2] = basepri;
+    }
+}
+
 uintptr_t bs_block_hook_address(void)
 {
     return (uintptr_t)&bs_block_hook;
@@ -292,6 +317,106 @@ int bs_regs_get(void *uc, const int *ids, uint32_t *out, int n)
     }
     return 0;
 }
+
+/* Memory for Python without the binding's layers or a bytes object per call: a stack frame,
+   and the loop detector's SRAM comparison (emulator/core/loops.py), handed over by
+   bs_set_mem_api. */
+static bs_read_fn bs_p_mem_read;
+
+void bs_set_mem_api(void *mem_read)
+{
+    bs_p_mem_read = (bs_read_fn)mem_read;
+}
+
+int bs_mem_read(void *uc, uint64_t address, uint8_t *out, uint32_t size)
+{
+    return bs_p_mem_read(uc, address, out, size);
+}
+
+/* 1 when the memory at address holds saved[0:size], 0 when it differs, -(Unicorn error). */
+int bs_mem_same(void *uc, uint64_t address, const uint8_t *saved, uint32_t size)
+{
+    uint8_t chunk[16384];
+    while (size) {
+        uint32_t n = size < sizeof chunk ? size : (uint32_t)sizeof chunk;
+        int err = bs_p_mem_read(uc, address, chunk, n);
+        if (err)
+            return -err;
+        if (memcmp(chunk, saved, n) != 0)
+            return 0;
+        address += n;
+        saved += n;
+        size -= n;
+    }
+    return 1;
+}
+"""
+
+# Unicorn's MMIO and interrupt callbacks straight into Python (emulator/core/engine.py, mmio_map
+# and hook_intr): user_data is the Python callable itself, kept alive by the caller.  The C API
+# call costs a third of a ctypes callback (no converter objects, no argument tuple of ctypes
+# values).  Unicorn runs with the GIL released (ctypes released it for uc_emu_start).
+SOURCE += r"""
+/* fn(args..., NULL) or NULL; the callables catch everything: a failure here is a bug, reported. */
+#define BS_CALL(fn, ...) bs_checked((PyObject *)(fn), PyObject_CallFunctionObjArgs((PyObject *)(fn), __VA_ARGS__, NULL))
+
+static PyObject *bs_checked(PyObject *fn, PyObject *r)
+{
+    if (r == NULL)
+        PyErr_WriteUnraisable(fn);
+    return r;
+}
+
+static uint64_t bs_mmio_read(void *uc, uint64_t offset, unsigned size, void *user_data)
+{
+    uint64_t value = 0;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *zero = PyLong_FromLong(0), *o = PyLong_FromUnsignedLongLong(offset);
+    PyObject *n = PyLong_FromUnsignedLong(size);
+    PyObject *r = (zero && o && n) ? BS_CALL(user_data, zero, o, n, zero) : NULL;
+    if (r != NULL) {
+        value = PyLong_AsUnsignedLongLongMask(r);
+        if (PyErr_Occurred())
+            PyErr_WriteUnraisable((PyObject *)user_data);
+        Py_DECREF(r);
+    }
+    Py_XDECREF(n);
+    Py_XDECREF(o);
+    Py_XDECREF(zero);
+    PyGILState_Release(gil);
+    return value;
+}
+
+static void bs_mmio_write(void *uc, uint64_t offset, unsigned size, uint64_t value, void *user_data)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *zero = PyLong_FromLong(0), *o = PyLong_FromUnsignedLongLong(offset);
+    PyObject *n = PyLong_FromUnsignedLong(size), *v = PyLong_FromUnsignedLongLong(value);
+    PyObject *r = (zero && o && n && v) ? BS_CALL(user_data, zero, o, n, v, zero) : NULL;
+    if (r != NULL)
+        Py_DECREF(r);
+    Py_XDECREF(v);
+    Py_XDECREF(n);
+    Py_XDECREF(o);
+    Py_XDECREF(zero);
+    PyGILState_Release(gil);
+}
+
+static void bs_intr(void *uc, uint32_t intno, void *user_data)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *zero = PyLong_FromLong(0), *i = PyLong_FromUnsignedLong(intno);
+    PyObject *r = (zero && i) ? BS_CALL(user_data, zero, i, zero) : NULL;
+    if (r != NULL)
+        Py_DECREF(r);
+    Py_XDECREF(i);
+    Py_XDECREF(zero);
+    PyGILState_Release(gil);
+}
+
+uintptr_t bs_mmio_read_address(void) { return (uintptr_t)&bs_mmio_read; }
+uintptr_t bs_mmio_write_address(void) { return (uintptr_t)&bs_mmio_write; }
+uintptr_t bs_intr_address(void) { return (uintptr_t)&bs_intr; }
 """
 
 ffibuilder = FFI()

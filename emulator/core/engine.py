@@ -47,9 +47,15 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, Uc, UcError
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INTR, Uc, UcError
 from unicorn import arm_const as A
-from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC, uclib
+from unicorn.unicorn_py3.unicorn import (
+    HOOK_CODE_CFUNC,
+    HOOK_INTR_CFUNC,
+    MMIO_READ_CFUNC,
+    MMIO_WRITE_CFUNC,
+    uclib,
+)
 
 from emulator.core import insn_traps
 
@@ -96,6 +102,56 @@ def engine_choice() -> str:
 
 def _fn_address(fn: Any) -> int:
     return ctypes.cast(fn, ctypes.c_void_p).value or 0
+
+
+# -- Unicorn callbacks into Python ----------------------------------------------------------
+# Through the extension's C functions that call the Python callable with the C API (a third
+# of a ctypes callback's cost) when it has them, else through the binding's ctypes function
+# types.  Either way the callable gets (0, offset, size, 0), (0, offset, size, value, 0) or
+# (0, intno, 0): the engine handle and user data are not passed on.
+def _c_callbacks() -> bool:
+    return _cengine is not None and getattr(_cengine.lib, "bs_intr_address", None) is not None
+
+
+def _object_pointer(obj: Any) -> ctypes.c_void_p:
+    """The ``PyObject *`` of ``obj`` (CPython: its id), for the C callbacks' user data."""
+    return ctypes.c_void_p(id(obj))
+
+
+def mmio_map(uc: Uc, base: int, size: int, read: Callable[[int, int, int, int], int],
+             write: Callable[[int, int, int, int, int], None], keep: list[Any]) -> None:
+    """Map ``size`` bytes at ``base`` as MMIO served by ``read(0, offset, size, 0)`` and
+    ``write(0, offset, size, value, 0)``; what must stay alive as long as ``uc`` is put in
+    ``keep``.  The callables must not raise (Unicorn's C frames are below them)."""
+    if _c_callbacks():
+        lib = _cengine.lib
+        keep += [read, write]
+        status = uclib.uc_mmio_map(uc._uch, base, size, ctypes.c_void_p(lib.bs_mmio_read_address()),
+                                   _object_pointer(read), ctypes.c_void_p(lib.bs_mmio_write_address()),
+                                   _object_pointer(write))
+    else:
+        rcb, wcb = MMIO_READ_CFUNC(read), MMIO_WRITE_CFUNC(write)
+        keep += [rcb, wcb]
+        status = uclib.uc_mmio_map(uc._uch, base, size, rcb, None, wcb, None)
+    if status != 0:
+        raise UcError(status)
+
+
+def hook_intr(uc: Uc, callback: Callable[[int, int, int], None], keep: list[Any]) -> None:
+    """``callback(0, intno, 0)`` on each of Unicorn's interrupts (UC_HOOK_INTR), as :func:`mmio_map`."""
+    handle = ctypes.c_size_t()
+    if _c_callbacks():
+        keep.append(callback)
+        status = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_INTR,
+                                   ctypes.c_void_p(_cengine.lib.bs_intr_address()), _object_pointer(callback),
+                                   ctypes.c_uint64(1), ctypes.c_uint64(0))
+    else:
+        fn = HOOK_INTR_CFUNC(callback)
+        keep.append(fn)
+        status = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_INTR, fn, None,
+                                   ctypes.c_uint64(1), ctypes.c_uint64(0))
+    if status:
+        raise UcError(status)
 
 
 class Engine:
@@ -231,6 +287,15 @@ class CEngine(Engine):
         self._st_pointer = ctypes.c_void_p(int(ffi.cast("uintptr_t", st)))
         self._barrier_fn = ctypes.c_void_p(lib.bs_barrier_hook_address())
         self._multiword_fn = ctypes.c_void_p(lib.bs_multiword_hook_address())
+
+        c_begin = getattr(lib, "bs_begin", None)  # absent from an extension built before it
+        if c_begin is not None:
+            def begin(budget: int, masks: tuple[int, int, int] | None) -> None:
+                if masks is None:
+                    c_begin(st, budget, 0, 0, 0, 0)
+                else:
+                    c_begin(st, budget, 1, masks[0], masks[1], masks[2])
+            self.begin = begin  # type: ignore[method-assign]
 
     def add_barrier(self, address: int) -> None:
         self._hook_code(self._barrier_fn, self._st_pointer, address)
@@ -402,6 +467,14 @@ class FastRegisters:
                     raise UcError(status)
                 return tuple(out)
 
+            out_bytes = ffi.buffer(out)
+
+            def snapshot_regs_key() -> bytes | tuple[int, ...]:
+                status = many(handle, ids, out, n)
+                if status:
+                    raise UcError(status)
+                return out_bytes[:]  # one copy of the words: no int object per register
+
             set_many = getattr(lib, "bs_regs_set", None)  # absent from an extension built before it
 
             def reader(reg_ids: tuple[int, ...]) -> Callable[[], list[int]]:
@@ -422,8 +495,11 @@ class FastRegisters:
                 c_ids, c_values = ffi.new("int[]", reg_ids), ffi.new("uint32_t[]", k)
 
                 def write(values: list[int] | tuple[int, ...]) -> None:
-                    for i in range(k):
-                        c_values[i] = values[i] & 0xFFFFFFFF
+                    try:
+                        c_values[0:k] = values  # one C loop; a value out of 32 bits raises
+                    except OverflowError:
+                        for i in range(k):
+                            c_values[i] = values[i] & 0xFFFFFFFF
                     status = set_many(handle, c_ids, c_values, k)
                     if status:
                         raise UcError(status)
@@ -448,6 +524,8 @@ class FastRegisters:
             def snapshot_regs() -> tuple[int, ...]:
                 return tuple(reg_read(r) for r in SNAPSHOT_REGS)
 
+            snapshot_regs_key = snapshot_regs
+
             def reader(reg_ids: tuple[int, ...]) -> Callable[[], list[int]]:
                 return lambda: [reg_read(r) for r in reg_ids]
 
@@ -456,6 +534,9 @@ class FastRegisters:
         self.reg_read = reg_read
         self.reg_write = reg_write
         self.snapshot_regs = snapshot_regs  # SNAPSHOT_REGS, for emulator.core.loops
+        # The same registers as a value that compares equal exactly when they are (bytes with
+        # the extension, else the tuple): for comparisons only, as in a loop verify.
+        self.snapshot_regs_key = snapshot_regs_key
         # reader(ids)() reads those registers at once; writer(ids)(values) writes them in order.
         self.reader = reader
         self.writer = writer
@@ -468,6 +549,62 @@ class FastRegisters:
             return int.from_bytes(word_buf.raw, "little")
         self.read32 = read32  # a little-endian word of memory (vector fetches)
         self._buffers: dict[int, Any] = {}  # mem_read's, one per size
+        mem_api = None
+        if _cengine is not None and getattr(_cengine.lib, "bs_mem_same", None) is not None:
+            # An extension built before these helpers lacks them: ctypes, below, then.
+            _cengine.lib.bs_set_mem_api(_cengine.ffi.cast("void *", _fn_address(uclib.uc_mem_read)))
+            mem_api = _cengine.ffi, _cengine.lib, _cengine.ffi.cast("void *", uch.value)
+        self._mem_api = mem_api
+        if mem_api is not None:
+            ffi, lib, handle = mem_api
+            c_read, c_buffers = lib.bs_mem_read, {}
+            ffi_buffer = ffi.buffer
+
+            def c_mem_read(address: int, size: int) -> bytearray:
+                buf = c_buffers.get(size)
+                if buf is None:
+                    buf = c_buffers[size] = ffi.new("uint8_t[]", size)
+                status = c_read(handle, address, buf, size)
+                if status:
+                    raise UcError(status)
+                return bytearray(ffi_buffer(buf, size))
+            self.mem_read = c_mem_read  # type: ignore[method-assign]
+
+    def memory_copy(self, address: int, size: int) -> tuple[Callable[[], None], Callable[[], bool]]:
+        """``(save, same)`` for ``size`` bytes at ``address``: ``save()`` copies them aside,
+        ``same()`` says whether they hold that copy now (the loop detector's SRAM).  With the C
+        engine built the comparison is a memcmp in C and no bytes object is made."""
+        if self._mem_api is not None:
+            ffi, lib, handle = self._mem_api
+            saved = ffi.new("uint8_t[]", size)
+            c_read, c_same = lib.bs_mem_read, lib.bs_mem_same
+
+            def save() -> None:
+                status = c_read(handle, address, saved, size)
+                if status:
+                    raise UcError(status)
+
+            def same() -> bool:
+                result = c_same(handle, address, saved, size)
+                if result < 0:
+                    raise UcError(-result)
+                return result == 1
+            return save, same
+        buf, uch, read = ctypes.create_string_buffer(size), self.uc._uch, uclib.uc_mem_read
+        copy = [b""]
+
+        def read_all() -> bytes:
+            status = read(uch, address, buf, size)
+            if status:
+                raise UcError(status)
+            return buf.raw
+
+        def save_py() -> None:
+            copy[0] = read_all()
+
+        def same_py() -> bool:
+            return read_all() == copy[0]
+        return save_py, same_py
 
     def _writer_one_by_one(self, reg_ids: tuple[int, ...]) -> Callable[[list[int] | tuple[int, ...]], None]:
         def write(values: list[int] | tuple[int, ...]) -> None:

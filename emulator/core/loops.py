@@ -55,7 +55,7 @@ MAX_PERIOD = 4  # passes
 MAX_SNAPSHOTS = 4
 MAX_MUTE = 1 << 14  # accesses
 BIG_BUFFER = 1 << 16  # larger byte arrays (the flash array) are tracked by counters instead
-_VERIFYING = -3  # _anchor_key while a resumed loop is being verified (accesses are only collected)
+VERIFYING = -3  # _anchor_key while a resumed loop is being verified (accesses are only collected)
 _SKIP = object()
 
 
@@ -196,6 +196,11 @@ class LoopDetector:
         self.armed = False  # an interrupt hook ran: the next slice may verify the candidate
         self._verify_keys: set[int] = set()
         self._last_models: dict[int, Any] = {}  # the models the last snapshot compared
+        # The candidate's models' MMIO keys seen so far: a verify whose accesses stay within
+        # them compared the right models without looking each key up.
+        self._candidate_keys: set[int] = set()
+        self._verify_split: tuple | None = None  # _verify_state's view of the candidate's models
+        self._sram_save, self._sram_same = machine.regs.memory_copy(chip.sram_base, chip.sram_size)
         self.reset()
 
     # -- the cheap part: on every MMIO access -------------------------------------------------
@@ -216,7 +221,7 @@ class LoopDetector:
     def access(self, block: int, key: int, value: int) -> None:
         """``key`` is the address times two, plus one for a write.  (The machine's MMIO
         callbacks inline the first branch.)"""
-        if self._anchor_key == _VERIFYING:
+        if self._anchor_key == VERIFYING:
             self._verify_keys.add(key)
             self._trail.clear()
             return
@@ -343,6 +348,7 @@ class LoopDetector:
             if earlier == state and now > count:
                 self._misses = 0
                 self._candidate = (now - count, self._last_models)
+                self._candidate_keys = set()
                 return now - count
         # The loop changed something of its own (a counter, a buffer): look again later.
         self._snapshots.append((now, state))
@@ -374,25 +380,63 @@ class LoopDetector:
             return None
         period, models = candidate
         counters = self.counters()
-        state = self.snapshot(counters, models)
+        state = self._verify_state(models)
+        self._sram_save()
         self.forget_passes()
-        self._anchor_key = self._anchor_block = _VERIFYING
+        self._anchor_key = self._anchor_block = VERIFYING
         self._verify_keys = set()
         self.mute = 0
-        return period, self.m.instructions, state
+        return period, self.m.instructions, (counters, state)
 
     def end_verify(self, verify: tuple, complete: bool) -> int:
         """The period proven, or 0 (then the candidate is dropped: found again by checks)."""
-        period, start, before = verify
+        period, start, (counters, before) = verify
         keys = self._verify_keys
         self.forget_passes()
         m = self.m
-        if complete and m.instructions - start == period and self.counters() == before[1]:
+        if complete and m.instructions - start == period and self.counters() == counters:
             models = self._candidate[1] if self._candidate is not None else {}
-            if self._models(keys, dict(models)).keys() == models.keys() and \
-                    self.snapshot(before[1], models) == before:
+            known = self._candidate_keys
+            within = keys <= known
+            if not within and self._models(keys, dict(models)).keys() == models.keys():
+                known |= keys  # all behind the proof's models
+                within = True
+            if within and self._verify_state(models) == before and self._sram_same():
                 self.verified += 1
                 return period
         self._candidate = None
         self.unverified += 1
         return 0
+
+    def _verify_state(self, models: dict[int, Any]) -> tuple:
+        """What :meth:`snapshot` compares but SRAM (compared in C by ``_sram_same``), for the
+        same ``models`` at both ends of a verify: the models' plain-data attributes go through
+        a single ``marshal.dumps`` (equal bytes load as equal values).
+        An attribute that is not plain data any more falls back to :func:`model_state`,
+        tagged apart: a fallback at one end only is a difference, never a false match."""
+        plans = self._plans
+        split = self._verify_split
+        if split is None or split[0] is not models:
+            # The proof's models, once per candidate: the exception controller apart.
+            split = self._verify_split = (
+                models, tuple([x for x in models.values() if type(x) is ExceptionController]),
+                tuple([(id(x), vars(x)) for x in models.values() if type(x) is not ExceptionController]))
+        fast: list[Any] = []
+        slow: list[Any] = [self.m.regs.snapshot_regs_key()]
+        for x in split[1]:
+            slow.append(x.loop_state())  # copies already, compared at C speed as they are
+        try:
+            for key, attrs in split[2]:
+                plan = plans.get(key)
+                if plan is None or len(attrs) != plan[2]:
+                    break
+                fast.append(plan[3](attrs))
+                if plan[1]:
+                    slow.append(tuple([plain(attrs[k], 1) for k in plan[1]]))
+            else:
+                # Version 2: no back-references, so the bytes depend on the values alone (not on
+                # which objects happen to be shared), and it is the quickest to write.
+                return ("fast", marshal.dumps(fast, 2), slow)
+        except (ValueError, KeyError):
+            pass
+        return ("slow", slow[0], tuple([model_state(x, plans) for x in models.values()]))

@@ -29,7 +29,6 @@ from unicorn import (
     UC_ERR_WRITE_PROT,
     UC_ERR_WRITE_UNMAPPED,
     UC_HOOK_CODE,
-    UC_HOOK_INTR,
     UC_HOOK_MEM_READ,
     UC_HOOK_MEM_UNMAPPED,
     UC_HOOK_MEM_WRITE,
@@ -46,7 +45,7 @@ from unicorn import (
 )
 from unicorn import arm_const as A
 from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE
-from unicorn.unicorn_py3.unicorn import HOOK_INTR_CFUNC, MMIO_READ_CFUNC, MMIO_WRITE_CFUNC, uclib
+from unicorn.unicorn_py3.unicorn import uclib
 
 from emulator.core import insn_traps
 from emulator.core import memory as mm
@@ -61,9 +60,9 @@ from emulator.core.chips import (
     UNIQUE_ID_BASE,
     Chip,
 )
-from emulator.core.engine import Engine, FastRegisters, make_engine
+from emulator.core.engine import Engine, FastRegisters, hook_intr, make_engine, mmio_map
 from emulator.core.exceptions import ExceptionEngine, FaultRecord, Lockup
-from emulator.core.loops import MAX_TRAIL, LoopDetector
+from emulator.core.loops import MAX_TRAIL, VERIFYING, LoopDetector
 from emulator.core.port import Event, SimPort, StrictModeError
 from emulator.core.symbols import SymbolTable
 from emulator.core.time import Scheduler
@@ -998,7 +997,9 @@ class Machine:
                     loops.mute -= 1
                 elif self._in_slice:
                     block, key = st.block, address << 1
-                    if key != loops._anchor_key or block != loops._anchor_block:
+                    if loops._anchor_key == VERIFYING:
+                        loops._verify_keys.add(key)  # LoopDetector.access while verifying, inlined
+                    elif key != loops._anchor_key or block != loops._anchor_block:
                         trail = loops._trail  # LoopDetector.access, its common case inlined
                         trail += (block, key, value)
                         if len(trail) > MAX_TRAIL or loops._anchor_key < 0:
@@ -1029,7 +1030,9 @@ class Machine:
                     loops.mute -= 1
                 elif self._in_slice:
                     block, key = st.block, address << 1 | 1
-                    if key != loops._anchor_key or block != loops._anchor_block:
+                    if loops._anchor_key == VERIFYING:
+                        loops._verify_keys.add(key)  # LoopDetector.access while verifying, inlined
+                    elif key != loops._anchor_key or block != loops._anchor_block:
                         trail = loops._trail  # LoopDetector.access, its common case inlined
                         trail += (block, key, value)
                         if len(trail) > MAX_TRAIL or loops._anchor_key < 0:
@@ -1041,11 +1044,7 @@ class Machine:
             except BaseException as e:  # noqa: BLE001
                 self._hook_failed(e)
 
-        rcb, wcb = MMIO_READ_CFUNC(read_cb), MMIO_WRITE_CFUNC(write_cb)
-        self._c_callbacks += [rcb, wcb]
-        status = uclib.uc_mmio_map(self.uc._uch, base, size, rcb, None, wcb, None)
-        if status != 0:
-            raise UcError(status)
+        mmio_map(self.uc, base, size, read_cb, write_cb, self._c_callbacks)
 
     def _compile_read(self, address: int, size: int) -> Callable[[], int]:
         bus = self.bus
@@ -1180,13 +1179,7 @@ class Machine:
                 self._internal_error = e
                 uc.emu_stop()
 
-        fn = HOOK_INTR_CFUNC(cb)
-        self._c_callbacks.append(fn)  # kept alive with the machine
-        handle = ctypes.c_size_t()
-        status = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_INTR, fn, None,
-                                   ctypes.c_uint64(1), ctypes.c_uint64(0))
-        if status:
-            raise UcError(status)
+        hook_intr(uc, cb, self._c_callbacks)  # kept alive with the machine
 
     def _intr_hook(self, uc: Uc, intno: int, _ud: object) -> None:
         pc = self.regs.reg_read(A.UC_ARM_REG_PC)
