@@ -49,6 +49,8 @@ _ENTRY_REGS = (A.UC_ARM_REG_IPSR, A.UC_ARM_REG_CONTROL, A.UC_ARM_REG_PSP, A.UC_A
 _ENTER_REGS = (A.UC_ARM_REG_LR, A.UC_ARM_REG_XPSR, A.UC_ARM_REG_IPSR, A.UC_ARM_REG_APSR_NZCV,
                A.UC_ARM_REG_PC)
 _RETURN_REGS = (A.UC_ARM_REG_PSP, A.UC_ARM_REG_MSP, A.UC_ARM_REG_CONTROL)
+# What an exception-return trap reads first (the machine's interrupt hook): PC, xPSR, IPSR.
+EXIT_TRAP_REGS = (A.UC_ARM_REG_PC, A.UC_ARM_REG_XPSR, A.UC_ARM_REG_IPSR)
 _MASK_REGS = (A.UC_ARM_REG_PRIMASK, A.UC_ARM_REG_FAULTMASK, A.UC_ARM_REG_BASEPRI)
 _FRAME_REGS = (A.UC_ARM_REG_R0, A.UC_ARM_REG_R1, A.UC_ARM_REG_R2, A.UC_ARM_REG_R3, A.UC_ARM_REG_R12,
                A.UC_ARM_REG_LR, A.UC_ARM_REG_XPSR, A.UC_ARM_REG_IPSR, A.UC_ARM_REG_APSR_NZCV)
@@ -394,9 +396,10 @@ class ExceptionEngine:
         self._record(target, "INVPC", exc_return & ~1, None, escalated)
         self._vector(target, exc_return, exc_return & ~1)
 
-    def exception_return(self, exc_return: int) -> None:
+    def exception_return(self, exc_return: int, ipsr: int | None = None) -> None:
+        """``ipsr``: IPSR as just read by the caller (nothing has written it since), or None."""
         uc = self.uc
-        returning = self.ipsr()
+        returning = self.ipsr() if ipsr is None else ipsr & 0x1FF
         problem = self._return_check(exc_return, returning)
         if problem is not None:
             self._illegal_return(exc_return, returning, problem)
@@ -435,10 +438,12 @@ class ExceptionEngine:
             self.fault("INVSTATE", pc & ~1)
             return
         # Tail-chaining (B1.5.12): a pending exception that can preempt the context we
-        # return to is taken straight away; the stacked frame is the same one.
-        nxt = self.deliverable()
-        if nxt is not None:
-            self.take(nxt, pc)
+        # return to is taken straight away; the stacked frame is the same one.  Nothing
+        # pending (bools: any() at C speed) is nothing to decide.
+        if any(self.ctl.pending):
+            nxt = self.deliverable()
+            if nxt is not None:
+                self.take(nxt, pc)
 
     def reset_state(self) -> None:
         self.ctl.reset()

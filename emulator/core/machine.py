@@ -61,7 +61,7 @@ from emulator.core.chips import (
     Chip,
 )
 from emulator.core.engine import Engine, FastRegisters, hook_intr, make_engine, mmio_map
-from emulator.core.exceptions import ExceptionEngine, FaultRecord, Lockup
+from emulator.core.exceptions import EXIT_TRAP_REGS, ExceptionEngine, FaultRecord, Lockup
 from emulator.core.loops import MAX_TRAIL, VERIFYING, LoopDetector
 from emulator.core.port import Event, SimPort, StrictModeError
 from emulator.core.symbols import SymbolTable
@@ -228,6 +228,7 @@ class Machine:
         self.exc = ExceptionEngine(self.regs, self.nvic, self.scb, self._stackable,  # type: ignore[arg-type]
                                    self.scheduler_now, self.port.event)
         self.exc.on_taken.append(self._exception_taken)
+        self._read_exit_trap = self.regs.reader(EXIT_TRAP_REGS)
 
     def _gate(self, name: str) -> Callable[[], str | None]:
         gate = PERIPHERAL_CLOCKS.get(name)
@@ -1182,6 +1183,23 @@ class Machine:
         hook_intr(uc, cb, self._c_callbacks)  # kept alive with the machine
 
     def _intr_hook(self, uc: Uc, intno: int, _ud: object) -> None:
+        if intno == _EXCP_EXCEPTION_EXIT:
+            # Once per interrupt handled (every SysTick tick): the general case below, with its
+            # three register reads in one call and no closure.
+            pc, xpsr, ipsr = self._read_exit_trap()
+            if ipsr & 0x1FF:
+                self._sync_block_end()
+                try:
+                    self.exc.exception_return(pc | (xpsr >> 24 & 1), ipsr)
+                except Lockup as e:
+                    self._lockup(e)
+                    uc.emu_stop()
+                except BaseException as e:  # noqa: BLE001 - as _in_hook
+                    self._internal_error = e
+                    uc.emu_stop()
+                self._intr_hook_ran = True
+                self._st.deadline = 0
+                return
         pc = self.regs.reg_read(A.UC_ARM_REG_PC)
         def body() -> None:
             if intno == 2:  # SVC: PC is already past the instruction
