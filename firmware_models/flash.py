@@ -384,9 +384,19 @@ class FlashInterface(Peripheral):
             self.port.stall_until(self._op.due_ns)
             return
         # _register_write, one call less: two CR writes and one SR write per half-word programmed.
-        if offset == 0x10 and self.values["CR"] & _CR_LOCK:
-            self._write_locked_cr(size, value)
-            return
+        if offset == 0x10:
+            old = self.values["CR"]
+            if old & _CR_LOCK:
+                self._write_locked_cr(size, value)
+                return
+            if size == 4:
+                # Peripheral.write of a whole CR word, inline: RW fields take the written
+                # bits, OPTWRE (W0C) is cleared by a 0, reserved bits keep their value.
+                raw = value & 0xFFFF_FFFF
+                new = ((old & ~_CR_RW) | (raw & _CR_RW)) & ~(~raw & _CR_W0C)
+                self.values["CR"] = new
+                self._cr_written(old, new, raw)
+                return
         Peripheral.write(self, offset, size, value)
 
     def _register_write(self, offset: int, size: int, value: int) -> None:
@@ -767,6 +777,22 @@ class FlashInterface(Peripheral):
         self.journal.add(fj.ERROR, now, pc, error=flag, message=message, **detail)
         self.port.event("flash_error", flag=flag, message=message)
         self._update_irq()
+
+
+def _cr_masks() -> tuple[int, int]:
+    """CR's RW and W0C bits, from the register table (FlashInterface.write's inline CR store)."""
+    cr = next(r for r in FlashInterface.REGISTERS if r.name == "CR")
+    assert not any(f.access in (Access.W1C, Access.TOGGLE, Access.RO, Access.WO) for f in cr.fields)
+    rw = w0c = 0
+    for f in cr.fields:
+        if f.access is Access.RW:
+            rw |= f.mask
+        else:
+            w0c |= f.mask
+    return rw, w0c
+
+
+_CR_RW, _CR_W0C = _cr_masks()
 
 
 def _cut_effect(op: _Operation, fraction: float) -> tuple[bytes, int]:
