@@ -106,6 +106,9 @@ class _Compiled:
     w1c: int = field(init=False)
     w0c: int = field(init=False)
     toggle: int = field(init=False)
+    # Aligned writes (shift 0) by access size, each with its merge worked out once: see
+    # Peripheral.write.  Kept here, with the static register table, not as model state.
+    writers: dict[int, Callable[[Peripheral, int], None]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.nbytes = self.reg.width // 8
@@ -211,6 +214,13 @@ class Peripheral:
         return (value >> (8 * shift)) & ((1 << (8 * size)) - 1)
 
     def write(self, offset: int, size: int, value: int) -> None:
+        c = self._by_offset.get(offset)
+        if c is not None:  # an aligned access, the common case: its writer is compiled once
+            writer = c.writers.get(size)
+            if writer is None:
+                writer = c.writers[size] = _compile_writer(c, size)
+            writer(self, value)
+            return
         loc = self._locate(offset)
         if loc is None:
             self.port.unmodelled(self.name, offset, "write", size, value)
@@ -250,6 +260,31 @@ class Peripheral:
         parts = [f"{f.name}={f.get(value):#x}" if f.width > 1 else f"{f.name}=1"
                  for f in r.fields if f.get(value)]
         return " ".join(parts) if r.fields else f"0x{value:08X}"
+
+
+def _compile_writer(c: _Compiled, size: int) -> Callable[[Peripheral, int], None]:
+    """``Peripheral.write`` of a ``size``-byte store at the start of register ``c``, the
+    same arithmetic with the masks bound once (the hot path of every register write)."""
+    reg = c.reg
+    name, full = reg.name, (1 << reg.width) - 1
+    written_mask = ((1 << (8 * size)) - 1) & full
+    keep, nz, no = ~written_mask, ~c.neutral_zero, c.neutral_one
+    rw_wo, w1c, w0c, toggle = c.rw_wo, c.w1c, c.w0c, c.toggle
+    on_write = reg.on_write
+
+    def write(model: Peripheral, value: int) -> None:
+        values = model.values
+        old = values[name]
+        raw = (value & written_mask) | (((old & nz) | no) & keep)
+        new = (old & ~rw_wo) | (raw & rw_wo)
+        new &= ~(raw & w1c)  # W1C: ones clear
+        new &= ~(~raw & w0c)  # W0C: zeros clear
+        new ^= raw & toggle  # TOGGLE: ones flip
+        new &= full
+        values[name] = new
+        if on_write is not None:
+            getattr(model, on_write)(old, new, raw)
+    return write
 
 
 def bits(*names_and_positions: tuple[str, int], access: Access = Access.RW) -> tuple[Field, ...]:
