@@ -139,8 +139,7 @@ def load_state(path: str | os.PathLike[str], *, chip: str, flash_size: int,
         raise FlashStateError(f"{target}: saved for {state.chip}, this board is {chip}")
     if len(state.flash) != flash_size:
         raise FlashStateError(f"{target}: holds {len(state.flash)} bytes of flash, {chip} has {flash_size}")
-    extra = state.backup_registers[backup_register_count:]
-    if backup_register_count and len(state.backup_registers) > backup_register_count and not any(extra):
+    if backup_register_count and not any(state.backup_registers[backup_register_count:]):
         # Files written before the BKP model followed the chip's density hold 42 registers for a
         # 10-register part; the ones the part lacks could never have been written, so they are 0.
         state.backup_registers = state.backup_registers[:backup_register_count]

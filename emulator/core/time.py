@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 NS_PER_S = 1_000_000_000
 
 
-@dataclass(order=True)
+@dataclass
 class TimerEntry:
     due_ns: int
     seq: int
@@ -102,8 +102,9 @@ class Scheduler:
         self.activity += 1
 
     def power_cut(self) -> None:
-        """The supply is gone: every timer with it, and the CPU clock restarts at power-on
-        with no sub-nanosecond carry from the cycles before (as at t=0), so what a board
-        does after power-on depends only on what power-on gives it, not on the instant."""
+        """The supply is gone: every timer of the chip with it (a press from outside stays, as
+        for :meth:`clear`), and the CPU clock restarts at power-on with no sub-nanosecond carry
+        from the cycles before (as at t=0), so what a board does after power-on depends only on
+        what power-on gives it, not on the instant."""
         self.clear()
         self._remainder = 0
