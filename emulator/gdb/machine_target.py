@@ -298,7 +298,7 @@ class MachineTarget:
                 raise TargetError(f"page {page} at 0x{page_address:08X} is write-protected (WRP option bytes)")
         off = address - chip.flash_base
         n = -(-length // chip.page_size) * chip.page_size
-        m.flash_storage[off:off + n] = b"\xff" * n
+        m.load_flash(b"\xff" * n, off)  # as a programmer writes it: no FPEC, caches dropped
         self._flash_touched.append((off, n))
 
     def flash_write(self, address: int, data: bytes) -> None:
@@ -313,7 +313,7 @@ class MachineTarget:
             if old != 0xFFFF and data[i:i + 2] != b"\x00\x00":
                 # The FPEC programs half-words only when erased (PGERR, RM0008 §3.3.3).
                 raise TargetError(f"0x{chip.flash_base + a:08X} is not erased (PGERR): erase before programming")
-        storage[off:off + len(data)] = data
+        m.load_flash(bytes(data), off)
         self._flash_touched.append((off, len(data)))
 
     def flash_done(self) -> None:
@@ -321,7 +321,6 @@ class MachineTarget:
         if touched:
             low = min(o for o, _ in touched)
             high = max(o + n for o, n in touched)
-            self.m.load_flash(bytes(self.m.flash_storage[low:high]), low)  # Unicorn's copies, caches
             self.m.port.event("debugger_flash", offset=low, length=high - low)
         self.m.loops.forget_passes()
 
