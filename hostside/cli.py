@@ -32,14 +32,13 @@ import argparse
 import contextlib
 import os
 import sys
-import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from hostside import selection
-from hostside.console import console, is_terminal
+from hostside.console import code_table, console, is_terminal
 from hostside.dfu import (
     BusyTiming,
     DfuClient,
@@ -185,12 +184,7 @@ EXIT_CODES = (
 
 
 def exit_code_table() -> str:
-    lines = ["exit codes (sysexits.h, as dfu-util):"]
-    for code, meaning in EXIT_CODES:
-        wrapped = textwrap.wrap(meaning, 80)
-        lines.append(f"  {code:>3}  {wrapped[0]}")
-        lines += [f"       {more}" for more in wrapped[1:]]
-    return "\n".join(lines)
+    return code_table("exit codes (sysexits.h, as dfu-util):", EXIT_CODES)
 
 
 def _prog() -> str:

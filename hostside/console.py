@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 import sys
+import textwrap
+from collections.abc import Iterable
 from typing import TextIO
 
 from rich.console import Console
@@ -59,3 +61,14 @@ def console(stream: TextIO | None = None) -> Console:
         return Console(file=stream, stderr=stream is None, highlight=False)
     return Console(file=PlainLines(stream), highlight=False, width=PLAIN_WIDTH, no_color=True,
                    color_system=None, force_terminal=False, soft_wrap=False)
+
+
+def code_table(title: str, rows: Iterable[tuple[object, str]]) -> str:
+    """An "exit codes" block for a --help epilog: each code right-aligned, its meaning wrapped at
+    80 columns under itself (argparse prints epilogs as they are, with RawDescriptionHelpFormatter)."""
+    lines = [title]
+    for code, meaning in rows:
+        wrapped = textwrap.wrap(meaning, 80)
+        lines.append(f"  {code:>3}  {wrapped[0]}")
+        lines += [f"       {more}" for more in wrapped[1:]]
+    return "\n".join(lines)

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import sys
-import textwrap
 from collections.abc import Sequence
 
 import usb.core
@@ -30,6 +29,7 @@ from emulator.core.port import StrictModeError
 from emulator.gdb.session import DebuggerGone
 from emulator.usb.host import UsbError
 from emulator.usb.target import DeviceNotAttached
+from hostside.console import code_table
 from hostside.dfu import DfuException
 
 COMMANDS = (run, flash, check, conformance, serve, usb_info, sweep_merge)
@@ -70,12 +70,8 @@ EXIT_CODES: dict[str, tuple[tuple[str, str], ...]] = {
 
 def exit_code_table(command: str = "") -> str:
     """The "exit codes:" block of ``command``'s --help."""
-    lines = ["exit codes:" if command else "exit codes (all commands; COMMAND --help adds what 0 and 1 mean):"]
-    for code, meaning in (*EXIT_CODES.get(command, ()), *COMMON_EXITS):
-        wrapped = textwrap.wrap(meaning, 80)
-        lines.append(f"  {code:>3}  {wrapped[0]}")
-        lines += [f"       {more}" for more in wrapped[1:]]
-    return "\n".join(lines)
+    return code_table("exit codes:" if command else "exit codes (all commands; COMMAND --help adds what 0 and 1 mean):",
+                      (*EXIT_CODES.get(command, ()), *COMMON_EXITS))
 
 
 def _prog() -> str:
